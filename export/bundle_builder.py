@@ -1,0 +1,153 @@
+"""Checkpoint -> bundle: load, export both graphs, measure parity, write the manifest.
+
+The bundle is built in a scratch directory beside ``out`` and moved into place only when parity
+holds, so an interrupted or failed export never leaves something that looks like a bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from atento.service.bundle import ATTENTION_GRAPH, FAST_GRAPH, Bundle, read_bundle, sha256_file, write_manifest
+
+from .checkpoint import Checkpoint, load_encoder
+from .onnx_export import ATTENTION_OP, ExportedGraph, export_graph
+from .parity import ParityRun, parity_sentences
+from .sources import model_pooling, resolve_model
+from .tolerances import TOLERANCES, check_tolerances
+
+Reporter = Callable[[str], None]
+STAGES = 6
+
+
+class Progress:
+    """Numbered stage lines with their duration: `[2/6] exporting encoder.onnx ... 8.1 s`."""
+
+    def __init__(self, report: Reporter) -> None:
+        self.report, self.stage = report, 0
+
+    @contextmanager
+    def step(self, what: str) -> Iterator[None]:
+        self.stage += 1
+        start = time.perf_counter()
+        self.report(f"[{self.stage}/{STAGES}] {what} ...")
+        yield
+        self.report(f"[{self.stage}/{STAGES}] {what}: done in {time.perf_counter() - start:.1f} s")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def write_tokenizer(checkpoint: Checkpoint, path: Path) -> None:
+    """Copy tokenizer.json without its padding and truncation settings: the service applies its own."""
+    spec = json.loads(checkpoint.tokenizer_file.read_text(encoding="utf-8"))
+    spec["padding"] = None
+    spec["truncation"] = None
+    path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+
+
+def graph_entry(graph: ExportedGraph) -> dict[str, Any]:
+    return {
+        "file": graph.path.name,
+        "sha256": sha256_file(graph.path),
+        "inputs": list(graph.inputs),
+        "outputs": list(graph.outputs),
+        "opset": graph.opset,
+        "ir_version": graph.ir_version,
+        "attention_op": ATTENTION_OP,
+        "attention_nodes": graph.op_counts.get(ATTENTION_OP, 0),
+        "softmax_nodes": graph.op_counts.get("Softmax", 0),
+        "precision": "fp32",
+    }
+
+
+def build_bundle(model: str, out: Path, *, report: Reporter = print, force: bool = False) -> Bundle:
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise FileExistsError(f"{out} exists and is not empty (pass --force to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    progress = Progress(report)
+    with tempfile.TemporaryDirectory(prefix=".atento-export-", dir=out.parent) as scratch_name:
+        scratch = Path(scratch_name)
+        staging = scratch / "bundle"
+        staging.mkdir()
+        with progress.step(f"loading checkpoint {model}"):
+            checkpoint, source = resolve_model(model, scratch)
+            encoder = load_encoder(checkpoint)
+        with progress.step("exporting encoder.onnx (fused Attention, no probabilities)"):
+            fast = export_graph(encoder, staging / "encoder.onnx", with_attentions=False)
+        with progress.step("exporting encoder_attn.onnx (fused Attention with probabilities)"):
+            attn = export_graph(encoder, staging / "encoder_attn.onnx", with_attentions=True)
+        with progress.step("writing tokenizer.json"):
+            write_tokenizer(checkpoint, staging / "tokenizer.json")
+        with progress.step("measuring parity against transformers, sentence-transformers and ONNX Runtime"):
+            texts = parity_sentences()
+            run = ParityRun(checkpoint, encoder, texts)
+            parity: dict[str, Any] = {
+                "sentences": len(texts),
+                "batch_sizes": sorted({len(batch.indices) for batch in run.batches}),
+                "min_tokens_seen": run.min_tokens,
+                "max_tokens_seen": run.max_tokens,
+                "torch_vs_transformers": run.against_transformers(),
+                "torch_vs_sentence_transformers": run.against_sentence_transformers(),
+                "onnx_vs_torch": {
+                    FAST_GRAPH: run.onnx_against_torch(fast.path),
+                    ATTENTION_GRAPH: run.onnx_against_torch(attn.path),
+                },
+            }
+            check_tolerances(parity)
+            parity["tolerances"] = TOLERANCES
+        with progress.step(f"writing manifest and moving the bundle to {out}"):
+            config = checkpoint.config
+            pooling, normalize = model_pooling(checkpoint)
+            manifest = {
+                "model": {
+                    "name": config.name,
+                    "hidden_size": config.hidden_size,
+                    "num_layers": config.num_layers,
+                    "num_heads": config.num_heads,
+                    "intermediate_size": config.intermediate_size,
+                    "max_positions": config.max_positions,
+                    "vocab_size": config.vocab_size,
+                    "type_vocab_size": config.type_vocab_size,
+                    "pooling": pooling,
+                    "normalize": normalize,
+                },
+                "graphs": {FAST_GRAPH: graph_entry(fast), ATTENTION_GRAPH: graph_entry(attn)},
+                "tokenizer": {"file": "tokenizer.json", "sha256": sha256_file(staging / "tokenizer.json")},
+                "parity": parity,
+                "provenance": {
+                    "source": source,
+                    "source_sha256": sha256_file(checkpoint.weights_file),
+                    "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "versions": {
+                        package: _version(package)
+                        for package in (
+                            "atento",
+                            "torch",
+                            "onnx",
+                            "onnxruntime",
+                            "transformers",
+                            "sentence-transformers",
+                        )
+                    },
+                },
+            }
+            write_manifest(staging, manifest)
+            if out.exists():
+                shutil.rmtree(out)
+            staging.rename(out)
+    return read_bundle(out)

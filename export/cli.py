@@ -1,0 +1,59 @@
+"""`python -m atento.export` / `atento export`: build a bundle from a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from atento.service.bundle import Bundle, BundleError
+
+from .config import CheckpointError
+from .tolerances import TOLERANCES, ParityError, flatten
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments end in one line on stderr and exit status 2, never a traceback."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def parser(prog: str = "atento export") -> argparse.ArgumentParser:
+    cli = OneLineParser(prog=prog, description="Export a BERT-family encoder to an ONNX bundle with fused attention.")
+    cli.add_argument(
+        "--model",
+        default="minilm",
+        help="'minilm' (embedded default), 'tiny' (random, for tests) or a checkpoint directory",
+    )
+    cli.add_argument("--out", required=True, type=Path, help="bundle directory to write")
+    cli.add_argument("--force", action="store_true", help="replace --out if it exists")
+    return cli
+
+
+def summary(bundle: Bundle) -> str:
+    lines = [f"bundle {bundle.directory} ({bundle.model.name}, sha256 {bundle.sha256[:12]})", "parity:"]
+    for key, value in flatten({k: v for k, v in bundle.manifest["parity"].items() if k != "tolerances"}).items():
+        bound = TOLERANCES.get(key)
+        lines.append(f"  {key:<48} {value:<12.7g}" + (f" bound {bound:g}" if bound is not None else ""))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "atento export") -> int:
+    cli = parser(prog)
+    args = cli.parse_args(argv)
+    if args.model not in ("minilm", "tiny") and not Path(args.model).is_dir():
+        cli.error(f"--model {args.model!r} is neither 'minilm', 'tiny' nor a checkpoint directory")
+    if args.out.exists() and not args.force and (not args.out.is_dir() or any(args.out.iterdir())):
+        cli.error(f"--out {args.out} exists and is not empty (pass --force to replace it)")
+    from .bundle_builder import build_bundle  # torch and onnx load only once the arguments are good
+
+    try:
+        bundle = build_bundle(args.model, args.out, force=args.force, report=lambda line: print(line, file=sys.stderr))
+    except (CheckpointError, BundleError, ParityError, FileExistsError, OSError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1
+    print(summary(bundle))
+    return 0

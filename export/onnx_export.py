@@ -1,0 +1,129 @@
+"""Export the encoder to ONNX: one fused ``Attention`` node per layer, dynamic batch and sequence.
+
+Two graphs, because ONNX Runtime computes every output whether or not it is fetched, and on CUDA
+an ``Attention`` node with a probabilities output falls back to the slow unfused kernel:
+- ``encoder.onnx``: last_hidden_state only (the fast serving path, no Softmax node at all);
+- ``encoder_attn.onnx``: last_hidden_state and attentions (B, layers, heads, S, S).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+from torch import Tensor, nn
+
+from .config import EncoderConfig
+from .model import Encoder, KernelName
+
+OPSET = 23  # the first opset with the standard fused Attention op
+ATTENTION_OP = "Attention"
+
+
+@dataclass(frozen=True)
+class ExportedGraph:
+    path: Path
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    opset: int
+    ir_version: int
+    op_counts: dict[str, int]
+
+
+class _HiddenOnly(nn.Module):
+    """The fast graph's signature: token_type_ids only when the model has token types."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        hidden, _ = self.encoder(input_ids, attention_mask, token_type_ids)
+        return hidden
+
+
+class _WithAttentions(_HiddenOnly):
+    def forward(  # type: ignore[override]
+        self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        hidden, attentions = self.encoder(input_ids, attention_mask, token_type_ids)
+        assert attentions is not None, "the fused_with_probs kernel always returns probabilities"
+        return hidden, attentions
+
+
+def input_names(config: EncoderConfig) -> tuple[str, ...]:
+    names = ("input_ids", "attention_mask")
+    return (*names, "token_type_ids") if config.has_token_types else names
+
+
+def _with_kernel(encoder: Encoder, kernel: KernelName) -> Encoder:
+    """The same weights behind another attention kernel."""
+    variant = Encoder(encoder.config, kernel=kernel)
+    variant.load_state_dict(encoder.state_dict())
+    return variant.eval()
+
+
+def export_graph(encoder: Encoder, path: Path, *, with_attentions: bool) -> ExportedGraph:
+    config = encoder.config
+    if with_attentions:
+        module: nn.Module = _WithAttentions(_with_kernel(encoder, "fused_with_probs"))
+        outputs: tuple[str, ...] = ("last_hidden_state", "attentions")
+    else:
+        module = _HiddenOnly(_with_kernel(encoder, "fused"))
+        outputs = ("last_hidden_state",)
+    inputs = input_names(config)
+    # One distinct tensor per input: torch.export merges inputs that are the same tensor object.
+    examples = {
+        "input_ids": torch.full((2, 8), config.pad_token_id + 1, dtype=torch.int64),  # (B, S)
+        "attention_mask": torch.ones((2, 8), dtype=torch.int64),
+        "token_type_ids": torch.zeros((2, 8), dtype=torch.int64),
+    }
+    args = tuple(examples[name] for name in inputs)
+    batch = torch.export.Dim("batch", max=1 << 16)
+    sequence = torch.export.Dim("sequence", max=config.max_positions)
+    dynamic = {name: {0: batch, 1: sequence} for name in inputs}
+    # The exporter warns about internals we do not use (torchvision ops, deprecated shims).
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module,
+            args,
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=list(inputs),
+            output_names=list(outputs),
+            dynamic_shapes=dynamic,
+            optimize=True,
+            verbose=False,
+        )
+    assert program is not None
+    model = program.model_proto
+    if with_attentions:
+        # ONNX shape inference writes the probabilities' key axis as 0 when the sequence is
+        # symbolic; no axis of this model is really empty, so name every such axis instead.
+        for value in (*model.graph.value_info, *model.graph.output):
+            for dim in value.type.tensor_type.shape.dim:
+                if dim.HasField("dim_value") and dim.dim_value == 0:
+                    dim.dim_param = "sequence"
+    # onnx 1.23 stamps new models with IR version 14, which onnxruntime 1.31 refuses: ask for the
+    # lowest IR version that can carry our opset instead.
+    model.ir_version = onnx.helper.find_min_ir_version_for(list(model.opset_import))
+    model.doc_string = f"atento {config.name}: " + (
+        "hidden states and attention probabilities" if with_attentions else "hidden states"
+    )
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save_model(model, str(path))
+    return ExportedGraph(
+        path=path,
+        inputs=inputs,
+        outputs=outputs,
+        opset=OPSET,
+        ir_version=model.ir_version,
+        op_counts=dict(Counter(node.op_type for node in model.graph.node)),
+    )

@@ -1,0 +1,168 @@
+"""The bundle: the one thing that crosses from export to service.
+
+A directory with ``manifest.json``, the graphs and ``tokenizer.json``. The exporter writes the
+manifest through ``write_manifest``; the service reads it through ``read_bundle``, which refuses
+a bundle whose manifest is malformed or whose files are missing or changed, naming the culprit.
+Standard library only: importable without torch, onnx or onnxruntime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+FAST_GRAPH = "encoder"  # last_hidden_state only: the serving path
+ATTENTION_GRAPH = "encoder_attn"  # last_hidden_state + attentions (B, layers, heads, S, S)
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be served; the message names the file or field at fault."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    max_positions: int
+    vocab_size: int
+    pooling: str  # the model's own pooling: "mean" or "cls"
+    normalize: bool  # whether the model's pooled output is meant to be L2-normalised
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    file: str
+    sha256: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    opset: int
+    ir_version: int
+    attention_op: str  # the fused node every layer's attention is, e.g. "Attention"
+    precision: str  # "fp32" or "int8" (dynamic quantisation)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    directory: Path
+    manifest: dict[str, Any]
+    model: ModelSpec
+    graphs: dict[str, GraphSpec]
+    tokenizer_file: Path
+    sha256: str  # the manifest's own hash: identifies the whole bundle
+
+    def graph_path(self, role: str) -> Path:
+        return self.directory / self.graphs[role].file
+
+    @property
+    def has_attention_graph(self) -> bool:
+        return ATTENTION_GRAPH in self.graphs
+
+
+def _field(mapping: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in mapping:
+        raise BundleError(f"{where} is missing {key!r}")
+    value = mapping[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise BundleError(f"{where}.{key} has the wrong type: {value!r}")
+    return value
+
+
+def _check_file(directory: Path, name: str, expected_sha256: str, verify: bool) -> Path:
+    path = directory / name
+    if not path.is_file():
+        raise BundleError(f"bundle file {name} is missing from {directory}")
+    if verify and sha256_file(path) != expected_sha256:
+        raise BundleError(f"bundle file {name} does not match its sha256 in {MANIFEST}: the file was changed")
+    return path
+
+
+def read_bundle(directory: Path | str, *, verify: bool = True) -> Bundle:
+    """Read and validate a bundle; with ``verify`` every file's sha256 is checked too."""
+    directory = Path(directory)
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{directory} is not a bundle: {MANIFEST} is missing")
+    raw = manifest_path.read_bytes()
+    try:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BundleError(f"{manifest_path} is not valid JSON: {error}") from error
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{manifest_path} must hold a JSON object")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{manifest_path}: unknown manifest format_version {version!r} (this atento reads {FORMAT_VERSION})"
+        )
+
+    model_raw = _field(manifest, "model", dict, "manifest")
+    model = ModelSpec(
+        name=_field(model_raw, "name", str, "model"),
+        hidden_size=_field(model_raw, "hidden_size", int, "model"),
+        num_layers=_field(model_raw, "num_layers", int, "model"),
+        num_heads=_field(model_raw, "num_heads", int, "model"),
+        max_positions=_field(model_raw, "max_positions", int, "model"),
+        vocab_size=_field(model_raw, "vocab_size", int, "model"),
+        pooling=_field(model_raw, "pooling", str, "model"),
+        normalize=_field(model_raw, "normalize", bool, "model"),
+    )
+    if model.pooling not in ("mean", "cls"):
+        raise BundleError(f"model.pooling {model.pooling!r} is not 'mean' or 'cls'")
+
+    graphs: dict[str, GraphSpec] = {}
+    for role, graph_raw in _field(manifest, "graphs", dict, "manifest").items():
+        where = f"graphs.{role}"
+        if not isinstance(graph_raw, dict):
+            raise BundleError(f"{where} must be an object")
+        graph = GraphSpec(
+            file=_field(graph_raw, "file", str, where),
+            sha256=_field(graph_raw, "sha256", str, where),
+            inputs=tuple(_field(graph_raw, "inputs", list, where)),
+            outputs=tuple(_field(graph_raw, "outputs", list, where)),
+            opset=_field(graph_raw, "opset", int, where),
+            ir_version=_field(graph_raw, "ir_version", int, where),
+            attention_op=_field(graph_raw, "attention_op", str, where),
+            precision=_field(graph_raw, "precision", str, where),
+        )
+        _check_file(directory, graph.file, graph.sha256, verify)
+        graphs[role] = graph
+    if FAST_GRAPH not in graphs:
+        raise BundleError(f"{manifest_path} names no {FAST_GRAPH!r} graph")
+
+    tokenizer_raw = _field(manifest, "tokenizer", dict, "manifest")
+    tokenizer_file = _check_file(
+        directory,
+        _field(tokenizer_raw, "file", str, "tokenizer"),
+        _field(tokenizer_raw, "sha256", str, "tokenizer"),
+        verify,
+    )
+    return Bundle(
+        directory=directory,
+        manifest=manifest,
+        model=model,
+        graphs=graphs,
+        tokenizer_file=tokenizer_file,
+        sha256=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> Bundle:
+    """Write ``manifest.json`` and read the bundle back, so an exporter cannot write what we refuse."""
+    manifest = {"format_version": FORMAT_VERSION, **manifest}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return read_bundle(directory)

@@ -1,0 +1,59 @@
+"""Text -> token ids with character offsets, from the bundle's ``tokenizer.json``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One tokenised text. Offsets are character positions into the text; (0, 0) for special tokens."""
+
+    ids: np.ndarray  # (tokens,) int64
+    type_ids: np.ndarray  # (tokens,) int64
+    tokens: list[str]
+    offsets: list[tuple[int, int]]
+    truncated: bool
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class TextTokenizer:
+    """Tokenises without padding and cuts at ``max_tokens``, reporting whether it cut."""
+
+    def __init__(self, path: Path, max_tokens: int) -> None:
+        self.max_tokens = max_tokens
+        self._tokenizer = Tokenizer.from_file(str(path))
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_tokens)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[Encoded]:
+        return [
+            Encoded(
+                ids=np.asarray(encoding.ids, dtype=np.int64),
+                type_ids=np.asarray(encoding.type_ids, dtype=np.int64),
+                tokens=encoding.tokens,
+                offsets=encoding.offsets,
+                truncated=bool(encoding.overflowing),
+            )
+            for encoding in self._tokenizer.encode_batch(list(texts))
+        ]
+
+
+def pad_batch(encoded: Sequence[Encoded]) -> dict[str, np.ndarray]:
+    """Right-pad to the longest text: input_ids, attention_mask, token_type_ids, each (B, S) int64."""
+    seq = max(len(item) for item in encoded)
+    ids = np.zeros((len(encoded), seq), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    types = np.zeros_like(ids)
+    for row, item in enumerate(encoded):
+        ids[row, : len(item)] = item.ids
+        mask[row, : len(item)] = 1
+        types[row, : len(item)] = item.type_ids
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}

@@ -1,0 +1,92 @@
+"""The PyTorch encoder on its own: shapes, masking, padding, and the attention kernels agreeing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from atento.export.config import CheckpointError, EncoderConfig
+from atento.export.model import Encoder
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Encoder:
+    torch.manual_seed(0)
+    return Encoder(EncoderConfig.tiny()).eval()
+
+
+def random_inputs(batch: int, seq: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, 20000, (batch, seq), generator=generator)
+    return ids, torch.ones_like(ids), torch.zeros_like(ids)
+
+
+def test_shapes_and_probabilities(tiny: Encoder) -> None:
+    config = tiny.config
+    ids, mask, types = random_inputs(3, 11)
+    with torch.no_grad():
+        hidden, attentions = tiny(ids, mask, types)
+    assert hidden.shape == (3, 11, config.hidden_size)
+    assert attentions is not None
+    assert attentions.shape == (3, config.num_layers, config.num_heads, 11, 11)
+    torch.testing.assert_close(attentions.sum(-1), torch.ones(3, config.num_layers, config.num_heads, 11))
+
+
+def test_masked_keys_get_no_attention(tiny: Encoder) -> None:
+    ids, mask, types = random_inputs(2, 9)
+    mask[0, 6:] = 0
+    with torch.no_grad():
+        _, attentions = tiny(ids, mask, types)
+    assert attentions is not None
+    assert torch.all(attentions[0, ..., 6:] == 0)
+    assert torch.all(attentions[1] > 0)
+
+
+def test_right_padding_does_not_change_real_tokens(tiny: Encoder) -> None:
+    ids, mask, types = random_inputs(1, 7)
+    padded_ids = torch.cat([ids, torch.zeros(1, 5, dtype=torch.int64)], dim=1)
+    padded_mask = torch.cat([mask, torch.zeros(1, 5, dtype=torch.int64)], dim=1)
+    with torch.no_grad():
+        alone, _ = tiny(ids, mask, types)
+        padded, _ = tiny(padded_ids, padded_mask, torch.zeros_like(padded_ids))
+    torch.testing.assert_close(padded[:, :7], alone, atol=1e-6, rtol=0)
+
+
+def test_masked_token_content_is_ignored(tiny: Encoder) -> None:
+    """Any padding pattern: what sits under a zero of the mask never reaches the other tokens."""
+    ids, _, types = random_inputs(4, 12)
+    mask = torch.tensor([[1] * 12, [0, 0, 0] + [1] * 9, [1, 0, 1, 1, 0, 0, 1, 1, 1, 0, 1, 1], [1] * 5 + [0] * 7])
+    other = ids.clone()
+    other[mask == 0] = 4242  # different content in every masked position
+    with torch.no_grad():
+        first, _ = tiny(ids, mask, types)
+        second, _ = tiny(other, mask, types)
+    real = mask.bool()
+    torch.testing.assert_close(first[real], second[real], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("kernel", ["fused", "fused_with_probs"])
+def test_fused_kernels_match_the_equations(tiny: Encoder, kernel: str) -> None:
+    fused = Encoder(tiny.config, kernel=kernel)  # type: ignore[arg-type]
+    fused.load_state_dict(tiny.state_dict())
+    ids, mask, types = random_inputs(2, 10)
+    mask[1, 7:] = 0
+    with torch.no_grad():
+        expected, expected_probs = tiny(ids, mask, types)
+        got, got_probs = fused.eval()(ids, mask, types)
+    real = mask.bool()
+    torch.testing.assert_close(got[real], expected[real], atol=1e-5, rtol=0)
+    if kernel == "fused":
+        assert got_probs is None
+    else:
+        assert got_probs is not None and expected_probs is not None
+        torch.testing.assert_close(got_probs, expected_probs, atol=1e-6, rtol=0)
+
+
+def test_config_is_frozen_and_validated() -> None:
+    config = EncoderConfig.tiny()
+    with pytest.raises(AttributeError):
+        config.hidden_size = 64  # type: ignore[misc]
+    with pytest.raises(CheckpointError, match="hidden_act 'swish'"):
+        EncoderConfig(**{**config.to_dict(), "hidden_act": "swish"})
+    with pytest.raises(CheckpointError, match="not divisible"):
+        EncoderConfig(**{**config.to_dict(), "num_heads": 5})
