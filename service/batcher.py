@@ -1,0 +1,232 @@
+"""The batcher between the RPCs and ONNX Runtime.
+
+Texts from every concurrent call wait in one queue. A worker takes the oldest text and gathers the
+texts closest to it in length, within a padded-token budget and a batch-size bound, so nothing
+starves and little is padding. Texts whose deadline passed or whose call was cancelled are dropped
+before they cost anything. Past the queue bound, submissions are refused with a retry hint derived
+from the measured throughput. ONNX Runtime runs in a worker thread, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import DeadlineExceeded, NotReady, Overloaded
+from .metrics import Metrics
+from .runtime import Runtime
+from .tokenizer import Encoded, pad_batch
+
+log = logging.getLogger("atento.batcher")
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    max_batch_tokens: int
+    max_batch_size: int
+    max_queued_texts: int
+    max_attention_batch_bytes: int
+    max_wait_s: float = 0.0
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class ItemOutput:
+    hidden: np.ndarray  # (tokens, D) float32
+    attentions: np.ndarray | None  # (layers, heads, tokens, tokens) float32
+    queue_s: float
+    inference_s: float
+
+
+@dataclass(eq=False)
+class WorkItem:
+    encoded: Encoded
+    attention: bool
+    deadline: float | None  # time.perf_counter() value, or None for no deadline
+    future: asyncio.Future[ItemOutput]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+
+class Batcher:
+    def __init__(self, runtime: Runtime, limits: BatchLimits, metrics: Metrics) -> None:
+        self.runtime, self.limits, self.metrics = runtime, limits, metrics
+        self._pending: list[WorkItem] = []  # arrival order
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self._executor = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="atento-ort")
+        self._workers: list[asyncio.Task[None]] = []
+        self._tokens_per_second = 0.0  # moving average, for the retry hint
+        metrics.queue_capacity.set(limits.max_queued_texts)
+        model = runtime.bundle.model
+        self._attention_bytes_per_cell = model.num_layers * model.num_heads * 4  # float32 per (query, key)
+
+    def start(self) -> None:
+        self._workers = [asyncio.create_task(self._work(), name=f"batcher-{i}") for i in range(self.limits.workers)]
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    def retry_after(self) -> float:
+        """Seconds until the queue should have room: what waits, over the measured throughput."""
+        waiting = sum(len(item) for item in self._pending)
+        rate = self._tokens_per_second or 2000.0  # before any measurement, a modest CPU's rate
+        return min(30.0, max(0.05, waiting / rate))
+
+    def submit(self, encoded: Sequence[Encoded], *, attention: bool, deadline: float | None) -> list[WorkItem]:
+        """Queue one request's texts, or refuse them all: NotReady when closed, Overloaded when full."""
+        if self._closed:
+            raise NotReady("the server is shutting down; retry on another replica")
+        if len(self._pending) + len(encoded) > self.limits.max_queued_texts:
+            self.metrics.rejected.labels("queue_full").inc()
+            raise Overloaded(
+                f"queue full: {len(self._pending)} texts waiting, bound {self.limits.max_queued_texts}",
+                self.retry_after(),
+            )
+        loop = asyncio.get_running_loop()
+        items = [WorkItem(e, attention, deadline, loop.create_future()) for e in encoded]
+        self._pending.extend(items)
+        self.metrics.queue_depth.set(len(self._pending))
+        self._wakeup.set()
+        return items
+
+    async def close(self) -> None:
+        """Refuse new texts, finish every queued one, stop the workers."""
+        self._closed = True
+        self._wakeup.set()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            if batch is None:
+                return
+            try:
+                outputs = await loop.run_in_executor(self._executor, self._compute, batch)
+            except Exception as error:  # an ORT failure fails this batch's calls, not the server
+                log.exception("batch of %d texts failed", len(batch))
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(error)
+                continue
+            for item, output in zip(batch, outputs, strict=True):
+                if not item.future.done():  # cancelled while computing: nobody waits any more
+                    item.future.set_result(output)
+
+    async def _next_batch(self) -> list[WorkItem] | None:
+        while True:
+            self._drop_dead()
+            if self._pending:
+                if self.limits.max_wait_s > 0 and not self._closed:
+                    await self._wait_for_more()
+                    self._drop_dead()
+                    if not self._pending:
+                        continue
+                batch = self._take()
+                self.metrics.queue_depth.set(len(self._pending))
+                return batch
+            if self._closed:
+                return None
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def _wait_for_more(self) -> None:
+        """Hold an under-full batch back until the oldest text has waited max_wait_s."""
+        limit = self._pending[0].enqueued + self.limits.max_wait_s
+        while len(self._pending) < self.limits.max_batch_size and (remaining := limit - time.perf_counter()) > 0:
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _drop_dead(self) -> None:
+        """Remove texts nobody waits for (cancelled) or that are already too late (deadline)."""
+        now = time.perf_counter()
+        alive = []
+        for item in self._pending:
+            expired = item.deadline is not None and item.deadline <= now
+            if item.future.done():  # its call ended: gRPC cancels a call whose deadline passed too
+                self.metrics.dropped.labels("deadline" if expired else "cancelled").inc()
+            elif expired:
+                self.metrics.dropped.labels("deadline").inc()
+                item.future.set_exception(DeadlineExceeded("the deadline passed while the text was queued"))
+            else:
+                alive.append(item)
+        if len(alive) != len(self._pending):
+            self._pending = alive
+            self.metrics.queue_depth.set(len(alive))
+
+    def _fits(self, count: int, longest: int, attention: bool) -> bool:
+        if count > self.limits.max_batch_size or count * longest > self.limits.max_batch_tokens:
+            return False
+        return (
+            not attention
+            or count * longest * longest * self._attention_bytes_per_cell <= self.limits.max_attention_batch_bytes
+        )
+
+    def _take(self) -> list[WorkItem]:
+        """The oldest text and its nearest neighbours in length, while they fit the budget."""
+        anchor = self._pending[0]
+        group = sorted((item for item in self._pending if item.attention == anchor.attention), key=len)
+        lo = hi = next(i for i, item in enumerate(group) if item is anchor)
+        longest = len(anchor)
+        while True:
+            count = hi - lo + 2  # the batch size if one more joins
+            left = len(group[lo - 1]) if lo > 0 else None
+            right = len(group[hi + 1]) if hi + 1 < len(group) else None
+            can_left = left is not None and self._fits(count, longest, anchor.attention)
+            can_right = right is not None and self._fits(count, max(longest, right), anchor.attention)
+            if can_left and can_right and left is not None and right is not None:
+                # The padding each choice adds: a shorter text pads itself, a longer one pads the others.
+                can_right = (count - 1) * (right - longest) < longest - left
+                can_left = not can_right
+            if can_left:
+                lo -= 1
+            elif can_right and right is not None:
+                hi += 1
+                longest = max(longest, right)
+            else:
+                break
+        chosen = {id(item) for item in group[lo : hi + 1]}
+        self._pending = [item for item in self._pending if id(item) not in chosen]
+        return sorted(group[lo : hi + 1], key=lambda item: item.enqueued)
+
+    def _compute(self, batch: list[WorkItem]) -> list[ItemOutput]:
+        """In a worker thread: pad, run ONNX Runtime, slice each text's rows back out."""
+        start = time.perf_counter()
+        inputs = pad_batch([item.encoded for item in batch])
+        attention = batch[0].attention
+        outputs = self.runtime.run(inputs, attention=attention)
+        inference_s = time.perf_counter() - start
+        lengths = [len(item) for item in batch]
+        padded = len(batch) * max(lengths)
+        real = sum(lengths)
+        self._tokens_per_second = 0.8 * self._tokens_per_second + 0.2 * (real / max(inference_s, 1e-6))
+        graph = "encoder_attn" if attention else "encoder"
+        m = self.metrics
+        m.inference_duration.labels(graph).observe(inference_s)
+        m.batch_size.labels(graph).observe(len(batch))
+        m.batch_tokens.observe(padded)
+        m.batch_padding_ratio.observe(1 - real / padded)
+        m.texts.inc(len(batch))
+        m.tokens.inc(real)
+        results = []
+        for row, (item, n) in enumerate(zip(batch, lengths, strict=True)):
+            queue_s = start - item.enqueued
+            m.queue_duration.observe(queue_s)
+            m.input_tokens.observe(n)
+            attn = outputs.attentions[row, :, :, :n, :n] if outputs.attentions is not None else None
+            results.append(ItemOutput(outputs.hidden[row, :n], attn, queue_s, inference_s))
+        return results

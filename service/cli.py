@@ -1,0 +1,40 @@
+"""`atento serve` / `python -m atento.service`: start the gRPC server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from .config import add_flags, settings_from
+
+
+def parser(prog: str = "atento serve") -> argparse.ArgumentParser:
+    cli = argparse.ArgumentParser(
+        prog=prog,
+        description="Serve a bundle over gRPC. Every flag also reads from its ATENTO_* environment variable.",
+    )
+    add_flags(cli)
+    return cli
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "atento serve") -> int:
+    args = parser(prog).parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
+        print(f"{prog}: error: {problems}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from .server import serve  # onnxruntime and grpc load once the settings are good
+
+    return asyncio.run(serve(settings))

@@ -1,0 +1,147 @@
+"""The server's one configuration object: defaults, then ATENTO_* environment, then command-line flags.
+
+Every field is a flag of `atento serve` (`max_batch_tokens` -> `--max-batch-tokens`) and an
+environment variable (`ATENTO_MAX_BATCH_TOKENS`); flags win. Validated once, at start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORT = 50051
+DEFAULT_METRICS_PORT = 9464
+MIB = 1 << 20
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ATENTO_", frozen=True, extra="forbid")
+
+    # What to serve, and where.
+    bundle: Path = Field(Path("bundles/minilm"), description="bundle directory (manifest.json, graphs, tokenizer)")
+    host: str = Field("127.0.0.1", description="address to listen on for gRPC ('0.0.0.0' or '[::]' for all)")
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="gRPC port (0 picks a free one)")
+    metrics_host: str = Field("127.0.0.1", description="address for the Prometheus /metrics endpoint")
+    metrics_port: int = Field(DEFAULT_METRICS_PORT, ge=0, le=65535, description="Prometheus port (0 picks a free one)")
+    verify_bundle: bool = Field(True, description="check every bundle file's sha256 at start")
+
+    # ONNX Runtime.
+    provider: Literal["auto", "cpu", "cuda"] = Field("auto", description="execution provider; auto = cuda if usable")
+    intra_op_threads: int = Field(0, ge=0, description="threads inside one operator; 0 = ONNX Runtime's default")
+    inter_op_threads: int = Field(0, ge=0, description="threads across operators; 0 = ONNX Runtime's default")
+    graph_optimization: Literal["disabled", "basic", "extended", "all"] = Field(
+        "all", description="ORT graph optimisation"
+    )
+    attention: bool = Field(True, description="load encoder_attn.onnx so requests may ask for attention weights")
+
+    # Batching: one queue between the RPCs and ONNX Runtime.
+    max_batch_tokens: int = Field(8192, ge=1, description="padded tokens per batch (texts x longest text)")
+    max_batch_size: int = Field(64, ge=1, description="texts per batch")
+    max_wait_ms: float = Field(0.0, ge=0, description="how long an idle batcher waits for more texts; 0 = none")
+    max_attention_batch_mib: int = Field(256, ge=1, description="attention probabilities per batch, in MiB")
+    max_queued_texts: int = Field(4096, ge=1, description="texts waiting for a batch; past it: RESOURCE_EXHAUSTED")
+
+    # Per-request limits, enforced before any work.
+    max_texts_per_request: int = Field(256, ge=1, description="texts in one EmbedRequest")
+    max_chars_per_text: int = Field(20000, ge=1, description="characters in one text")
+    max_receive_message_mib: int = Field(16, ge=1, description="largest request message, in MiB")
+    max_send_message_mib: int = Field(64, ge=1, description="largest response message, in MiB")
+    max_concurrent_rpcs: int = Field(0, ge=0, description="RPCs at once; past it: RESOURCE_EXHAUSTED; 0 = no bound")
+    stream_window: int = Field(8, ge=1, description="requests of one EmbedStream worked on at once")
+
+    # Lifecycle.
+    drain_seconds: float = Field(30.0, ge=0, description="on SIGTERM, how long in-flight calls may take to finish")
+    max_connection_age_s: float = Field(
+        0.0, ge=0, description="close connections this old so clients re-resolve and find new replicas; 0 = never"
+    )
+
+    # Security.
+    tls_cert: Path | None = Field(None, description="PEM certificate chain: enables TLS")
+    tls_key: Path | None = Field(None, description="PEM private key for --tls-cert")
+    tls_client_ca: Path | None = Field(None, description="PEM CA bundle: requires client certificates (mutual TLS)")
+    auth_token: SecretStr | None = Field(None, description="bearer token every call must carry")
+    auth_exempt_health: bool = Field(True, description="health and reflection stay open without the token (probes)")
+
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+        return self
+
+    @property
+    def max_receive_message_bytes(self) -> int:
+        return self.max_receive_message_mib * MIB
+
+    @property
+    def max_send_message_bytes(self) -> int:
+        return self.max_send_message_mib * MIB
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as logged: secrets shown only as set or not."""
+        values = self.model_dump(mode="json")
+        values["auth_token"] = "<set>" if self.auth_token is not None else None
+        return values
+
+
+def _flag_type(annotation: Any) -> tuple[Any, dict[str, Any]]:
+    """argparse type and extras for one field's annotation."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) is Literal:
+        return str, {"choices": list(get_args(annotation))}
+    if annotation is bool:
+        return None, {"action": argparse.BooleanOptionalAction}
+    if args and annotation not in (int, float, str, Path):
+        return _flag_type(args[0])
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return str, {"choices": [m.value for m in annotation]}
+    if annotation is SecretStr:
+        return str, {}
+    return annotation, {}
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per settings field; unset flags leave the environment and defaults in charge."""
+    for name, field in Settings.model_fields.items():
+        kind, extras = _flag_type(field.annotation)
+        if kind is not None:
+            extras["type"] = kind
+        default = field.default.get_secret_value() if isinstance(field.default, SecretStr) else field.default
+        shown = "<unset>" if name == "auth_token" else default
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            default=argparse.SUPPRESS,
+            help=f"{field.description} (env ATENTO_{name.upper()}, default {shown})",
+            **extras,
+        )
+
+
+def settings_from(args: argparse.Namespace | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment with the parsed flags (and any overrides) on top."""
+    flags = dict(vars(args)) if args is not None else {}
+    return Settings(**{**{k: v for k, v in flags.items() if k in Settings.model_fields}, **overrides})
+
+
+def parse_settings(argv: Sequence[str]) -> Settings:
+    parser = argparse.ArgumentParser(prog="atento serve")
+    add_flags(parser)
+    return settings_from(parser.parse_args(argv))
+
+
+def markdown_table() -> str:
+    """The settings as the README documents them (a test keeps the README in step)."""
+    rows = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = "unset" if field.default is None else str(field.default).lower() if isinstance(field.default, bool) else field.default
+        rows.append(f"| `--{name.replace('_', '-')}` | `ATENTO_{name.upper()}` | `{default}` | {field.description} |")
+    return "\n".join(rows)

@@ -1,0 +1,103 @@
+"""Prometheus metrics, prefixed `atento_`, in base units, served on their own HTTP port."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+
+# Latency buckets from 0.5 ms to ~30 s, roughly geometric, so p99 is readable at every scale.
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.012, 0.016, 0.024, 0.032, 0.048, 0.064,
+    0.096, 0.128, 0.192, 0.256, 0.384, 0.512, 0.768, 1.024, 1.536, 2.048, 4.096, 8.192, 16.384, 32.768,
+)  # fmt: skip
+SIZE_BUCKETS = tuple(float(1 << i) for i in range(0, 11))  # 1 .. 1024 texts
+TOKEN_BUCKETS = tuple(float(1 << i) for i in range(2, 18))  # 4 .. 131072 tokens
+
+
+class Metrics:
+    """Every metric the service exports; one instance per server, in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        self.requests = Counter(
+            "atento_requests", "RPCs finished, by method and status code", ["method", "code"], registry=registry
+        )
+        self.request_duration = Histogram(
+            "atento_request_duration_seconds",
+            "RPC latency from receipt to response, by method and status code",
+            ["method", "code"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.tokenize_duration = Histogram(
+            "atento_tokenize_duration_seconds",
+            "Tokenisation time per request",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.queue_duration = Histogram(
+            "atento_queue_duration_seconds",
+            "Time a text waited for its batch",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.inference_duration = Histogram(
+            "atento_inference_duration_seconds",
+            "ONNX Runtime time per batch, by graph",
+            ["graph"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.serialize_duration = Histogram(
+            "atento_serialize_duration_seconds",
+            "Time to build a response message",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "atento_batch_size", "Texts per batch, by graph", ["graph"], buckets=SIZE_BUCKETS, registry=registry
+        )
+        self.batch_tokens = Histogram(
+            "atento_batch_tokens", "Padded tokens per batch (texts x longest)", buckets=TOKEN_BUCKETS, registry=registry
+        )
+        self.batch_padding_ratio = Histogram(
+            "atento_batch_padding_ratio",
+            "Share of a batch's padded tokens that are padding",
+            buckets=(0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0),
+            registry=registry,
+        )
+        self.input_tokens = Histogram(
+            "atento_input_tokens", "Tokens per text (special tokens included)", buckets=TOKEN_BUCKETS, registry=registry
+        )
+        self.texts = Counter("atento_texts", "Texts embedded", registry=registry)
+        self.tokens = Counter("atento_tokens", "Tokens computed, padding excluded", registry=registry)
+        self.queue_depth = Gauge("atento_queue_depth", "Texts waiting for a batch", registry=registry)
+        self.queue_capacity = Gauge("atento_queue_capacity", "The queue bound, in texts", registry=registry)
+        self.in_flight = Gauge("atento_in_flight_requests", "RPCs being worked on", ["method"], registry=registry)
+        self.rejected = Counter(
+            "atento_rejected_requests", "Requests refused before any work, by reason", ["reason"], registry=registry
+        )
+        self.dropped = Counter(
+            "atento_dropped_texts",
+            "Queued texts never computed: their deadline passed or their call was cancelled",
+            ["reason"],
+            registry=registry,
+        )
+        self.ready = Gauge("atento_ready", "1 when serving, 0 while loading or draining", registry=registry)
+        self.model = Info("atento_model", "The model being served", registry=registry)
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the /metrics HTTP endpoint in a background thread; returns the bound port."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        bound: int = server.server_port
+        return bound

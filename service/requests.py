@@ -1,0 +1,151 @@
+"""Request validation: proto messages in, plain options out, or InvalidArgument naming the field.
+
+Everything here runs before any tokenisation or inference, except the checks that need token
+counts (``check_lengths``, ``check_response_size``), which run right after tokenisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from atento.v1 import encoder_pb2 as pb
+
+from .bundle import ModelSpec
+from .config import Settings
+from .errors import FailedPrecondition, InvalidArgument
+from .tokenizer import Encoded
+
+# Proto enums arrive as plain ints, unknown values included: these tables say which are known.
+POOLING: dict[int, str | None] = {pb.POOLING_MEAN: "mean", pb.POOLING_CLS: "cls", pb.POOLING_NONE: None}
+DTYPES: dict[int, pb.DType] = {
+    pb.DTYPE_UNSPECIFIED: pb.DTYPE_FLOAT32,
+    pb.DTYPE_FLOAT32: pb.DTYPE_FLOAT32,
+    pb.DTYPE_FLOAT16: pb.DTYPE_FLOAT16,
+}
+TRUNCATIONS: dict[int, bool] = {pb.TRUNCATION_UNSPECIFIED: False, pb.TRUNCATION_ERROR: False, pb.TRUNCATION_CUT: True}
+BYTES_PER_VALUE: dict[int, int] = {pb.DTYPE_FLOAT32: 4, pb.DTYPE_FLOAT16: 2}
+
+
+@dataclass(frozen=True)
+class AttentionSelection:
+    layers: tuple[int, ...]
+    heads: tuple[int, ...]
+    average_heads: bool
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    pooling: str | None  # "mean", "cls", or None for no pooled embedding
+    normalize: bool
+    token_embeddings: bool
+    attention: AttentionSelection | None
+    dtype: pb.DType  # DTYPE_FLOAT32 or DTYPE_FLOAT16
+    cut: bool  # truncate over-long texts instead of refusing them
+    tokens: bool  # send tokens with offsets
+
+
+def check_texts(texts: Sequence[str], settings: Settings, prefix: str = "") -> None:
+    if not texts:
+        raise InvalidArgument(f"{prefix}texts", "must hold at least one text")
+    if len(texts) > settings.max_texts_per_request:
+        raise InvalidArgument(
+            f"{prefix}texts", f"{len(texts)} texts exceed the limit of {settings.max_texts_per_request} per request"
+        )
+    for i, text in enumerate(texts):
+        if not text:
+            raise InvalidArgument(f"{prefix}texts[{i}]", "must not be empty")
+        if len(text) > settings.max_chars_per_text:
+            raise InvalidArgument(
+                f"{prefix}texts[{i}]", f"{len(text)} characters exceed the limit of {settings.max_chars_per_text}"
+            )
+
+
+def enum_value(value: int, known: Mapping[int, object], field: str) -> None:
+    if value not in known:
+        raise InvalidArgument(field, f"unknown value {value}")
+
+
+def check_truncation(value: int, field: str) -> bool:
+    enum_value(value, TRUNCATIONS, field)
+    return TRUNCATIONS[value]
+
+
+def indices(values: Sequence[int], count: int, field: str, what: str) -> tuple[int, ...]:
+    if not values:
+        return tuple(range(count))
+    seen: set[int] = set()
+    for i, value in enumerate(values):
+        if not 0 <= value < count:
+            raise InvalidArgument(f"{field}[{i}]", f"{what} {value} is out of range [0, {count})")
+        if value in seen:
+            raise InvalidArgument(f"{field}[{i}]", f"{what} {value} is listed twice")
+        seen.add(value)
+    return tuple(values)
+
+
+def embed_options(
+    request: pb.EmbedRequest, model: ModelSpec, settings: Settings, attention_available: bool, prefix: str = ""
+) -> EmbedOptions:
+    check_texts(request.texts, settings, prefix)
+    if request.pooling == pb.POOLING_UNSPECIFIED:
+        pooling: str | None = model.pooling
+    else:
+        enum_value(request.pooling, POOLING, f"{prefix}pooling")
+        pooling = POOLING[request.pooling]
+    enum_value(request.output_dtype, DTYPES, f"{prefix}output_dtype")
+    cut = check_truncation(request.truncation, f"{prefix}truncation")
+    attention = None
+    if request.HasField("attention"):
+        if not attention_available:
+            raise FailedPrecondition("attention weights are off on this server (started with --no-attention)")
+        spec = request.attention
+        attention = AttentionSelection(
+            layers=indices(spec.layers, model.num_layers, f"{prefix}attention.layers", "layer"),
+            heads=indices(spec.heads, model.num_heads, f"{prefix}attention.heads", "head"),
+            average_heads=spec.average_heads,
+        )
+    if pooling is None and not request.token_embeddings and attention is None and not request.return_tokens:
+        raise InvalidArgument(
+            f"{prefix}pooling", "POOLING_NONE without token_embeddings, attention or tokens asks for nothing"
+        )
+    return EmbedOptions(
+        pooling=pooling,
+        normalize=request.normalize if request.HasField("normalize") else model.normalize,
+        token_embeddings=request.token_embeddings,
+        attention=attention,
+        dtype=DTYPES[request.output_dtype],
+        cut=cut,
+        tokens=request.return_tokens or request.token_embeddings or attention is not None,
+    )
+
+
+def check_lengths(encoded: Sequence[Encoded], cut: bool, max_tokens: int, prefix: str = "") -> None:
+    if cut:
+        return
+    for i, item in enumerate(encoded):
+        if item.truncated:
+            raise InvalidArgument(
+                f"{prefix}texts[{i}]",
+                f"longer than the model's maximum of {max_tokens} tokens (set truncation to TRUNCATION_CUT to cut it)",
+            )
+
+
+def check_response_size(encoded: Sequence[Encoded], options: EmbedOptions, model: ModelSpec, limit: int) -> None:
+    """Refuse, before computing it, a response larger than the server may send."""
+    per_value = BYTES_PER_VALUE[options.dtype]
+    total = 0
+    for item in encoded:
+        n = len(item)
+        total += model.hidden_size * per_value * (1 + (n if options.token_embeddings else 0))
+        if options.attention is not None:
+            heads = 1 if options.attention.average_heads else len(options.attention.heads)
+            total += len(options.attention.layers) * heads * n * n * per_value
+        if options.tokens:
+            total += n * 32  # a token message: id, text, offsets
+    if total > limit:
+        raise InvalidArgument(
+            "attention" if options.attention is not None else "token_embeddings",
+            f"the response would take about {total >> 20} MiB, over the {limit >> 20} MiB limit: "
+            "ask for fewer texts, layers or heads, average the heads, or use DTYPE_FLOAT16",
+        )

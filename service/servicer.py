@@ -1,0 +1,214 @@
+"""The Encoder gRPC servicer: thin. Proto -> options -> tokens -> batcher -> proto.
+
+Every method runs inside ``_observe``, which times it, counts it by status code, and maps domain
+errors to their status through ``errors.status_for`` (the one table).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
+from typing import Any, TypeVar
+
+import grpc
+from atento.v1 import encoder_pb2 as pb
+from atento.v1 import encoder_pb2_grpc as pb_grpc
+
+from . import requests, responses
+from .batcher import Batcher, ItemOutput
+from .bundle import Bundle
+from .config import Settings
+from .errors import NotReady, status_for
+from .metrics import Metrics
+from .runtime import Runtime
+from .tokenizer import Encoded, TextTokenizer
+
+T = TypeVar("T")
+POOLING_ENUM = {"mean": pb.POOLING_MEAN, "cls": pb.POOLING_CLS}
+# Responses this large are built in a thread, not on the event loop.
+LARGE_OUTPUT_VALUES = 1 << 16
+
+
+def atento_version() -> str:
+    try:
+        return metadata.version("atento")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class Engine:
+    """What the servicer works with once the model is loaded and warm."""
+
+    def __init__(self, bundle: Bundle, runtime: Runtime, tokenizer: TextTokenizer, batcher: Batcher) -> None:
+        self.bundle, self.runtime, self.tokenizer, self.batcher = bundle, runtime, tokenizer, batcher
+
+
+class EncoderServicer(pb_grpc.EncoderServicer):
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings, self.metrics = settings, metrics
+        self.engine: Engine | None = None  # set when warm; None while loading
+        self.draining = False
+        self._active = 0  # calls in flight, for the drain
+        self._idle = asyncio.Event()
+        self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="atento-cpu")
+
+    def ready(self) -> Engine:
+        if self.engine is None:
+            raise NotReady("the model is still loading; retry shortly")
+        return self.engine
+
+    async def drained(self) -> None:
+        """Until no call is in flight. New calls are refused once ``draining`` is set."""
+        while self._active:
+            self._idle.clear()
+            await self._idle.wait()
+
+    async def _observe(self, method: str, context: grpc.aio.ServicerContext, work: Coroutine[Any, Any, T]) -> T:
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        self.metrics.in_flight.labels(method).inc()
+        self._active += 1
+        try:
+            if self.draining:
+                work.close()
+                raise NotReady("the server is shutting down; retry on another replica")
+            return await work
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as error:
+            code, message, trailers = status_for(error)
+            if trailers:
+                context.set_trailing_metadata(trailers)
+            await context.abort(code, message)
+            raise  # abort raises; this line is never reached
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
+            self.metrics.in_flight.labels(method).dec()
+            self.metrics.requests.labels(method, code.name).inc()
+            self.metrics.request_duration.labels(method, code.name).observe(time.perf_counter() - start)
+
+    async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
+
+    async def _tokenize(self, engine: Engine, texts: Sequence[str]) -> tuple[list[Encoded], float]:
+        start = time.perf_counter()
+        encoded = await self._in_thread(engine.tokenizer.encode_batch, texts)
+        elapsed = time.perf_counter() - start
+        self.metrics.tokenize_duration.observe(elapsed)
+        return encoded, elapsed
+
+    async def _embed(
+        self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext, prefix: str = ""
+    ) -> pb.EmbedResponse:
+        received = time.perf_counter()
+        engine = self.ready()
+        model = engine.bundle.model
+        options = requests.embed_options(request, model, self.settings, engine.runtime.has_attention, prefix)
+        encoded, tokenize_s = await self._tokenize(engine, request.texts)
+        requests.check_lengths(encoded, options.cut, engine.tokenizer.max_tokens, prefix)
+        requests.check_response_size(encoded, options, model, self.settings.max_send_message_bytes)
+        remaining = context.time_remaining()
+        deadline = time.perf_counter() + remaining if remaining is not None else None
+        items = engine.batcher.submit(encoded, attention=options.attention is not None, deadline=deadline)
+        try:
+            outputs: list[ItemOutput] = await asyncio.gather(*(item.future for item in items))
+        finally:
+            for item in items:  # on failure or cancellation, nothing else of this call is worth computing
+                item.future.cancel()
+        start = time.perf_counter()
+        large = options.token_embeddings or options.attention is not None
+        if large and sum(len(e) for e in encoded) * model.hidden_size > LARGE_OUTPUT_VALUES:
+            response = await self._in_thread(
+                responses.embed_response, model.name, encoded, outputs, options, tokenize_s
+            )
+        else:
+            response = responses.embed_response(model.name, encoded, outputs, options, tokenize_s)
+        self.metrics.serialize_duration.observe(time.perf_counter() - start)
+        response.timings.total_ns = int((time.perf_counter() - received) * 1e9)
+        return response
+
+    async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
+        return await self._observe("Embed", context, self._embed(request, context))
+
+    async def EmbedStream(
+        self, request_iterator: AsyncIterator[pb.EmbedRequest], context: grpc.aio.ServicerContext
+    ) -> None:
+        """Up to ``stream_window`` requests in flight; responses leave in request order."""
+        window: asyncio.Queue[asyncio.Task[pb.EmbedResponse] | None] = asyncio.Queue(self.settings.stream_window)
+
+        async def read() -> None:
+            try:
+                index = 0
+                async for request in request_iterator:
+                    await window.put(asyncio.create_task(self._embed(request, context, f"requests[{index}].")))
+                    index += 1
+            finally:
+                await window.put(None)
+
+        async def respond() -> AsyncIterator[pb.EmbedResponse]:
+            reader = asyncio.create_task(read())
+            try:
+                while (task := await window.get()) is not None:
+                    yield await task
+                await reader  # surfaces a failure to read the request stream
+            finally:
+                reader.cancel()
+                while not window.empty():
+                    if (pending := window.get_nowait()) is not None:
+                        pending.cancel()
+
+        async def stream() -> None:
+            async for response in respond():
+                await context.write(response)
+
+        await self._observe("EmbedStream", context, stream())
+
+    async def Tokenize(self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext) -> pb.TokenizeResponse:
+        async def tokenize() -> pb.TokenizeResponse:
+            engine = self.ready()
+            requests.check_texts(request.texts, self.settings)
+            cut = requests.check_truncation(request.truncation, "truncation")
+            encoded, _ = await self._tokenize(engine, request.texts)
+            requests.check_lengths(encoded, cut, engine.tokenizer.max_tokens)
+            return pb.TokenizeResponse(results=[responses.tokenized(e) for e in encoded])
+
+        return await self._observe("Tokenize", context, tokenize())
+
+    async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
+        async def info() -> pb.ModelInfo:
+            engine = self.ready()
+            return self.model_info(engine)
+
+        return await self._observe("GetModelInfo", context, info())
+
+    def model_info(self, engine: Engine) -> pb.ModelInfo:
+        s, model = self.settings, engine.bundle.model
+        return pb.ModelInfo(
+            name=model.name,
+            hidden_size=model.hidden_size,
+            num_layers=model.num_layers,
+            num_heads=model.num_heads,
+            max_tokens=engine.tokenizer.max_tokens,
+            limits=pb.Limits(
+                max_texts_per_request=s.max_texts_per_request,
+                max_chars_per_text=s.max_chars_per_text,
+                max_batch_tokens=s.max_batch_tokens,
+                max_batch_size=s.max_batch_size,
+                max_queued_texts=s.max_queued_texts,
+                max_receive_message_bytes=s.max_receive_message_bytes,
+                max_send_message_bytes=s.max_send_message_bytes,
+            ),
+            provider=engine.runtime.provider,
+            bundle_sha256=engine.bundle.sha256,
+            atento_version=atento_version(),
+            default_pooling=POOLING_ENUM[model.pooling],
+            default_normalize=model.normalize,
+            attention_available=engine.runtime.has_attention,
+            precision=engine.bundle.graphs["encoder"].precision,
+        )
