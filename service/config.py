@@ -142,6 +142,10 @@ def markdown_table() -> str:
     """The settings as the README documents them (a test keeps the README in step)."""
     rows = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
     for name, field in Settings.model_fields.items():
-        default = "unset" if field.default is None else str(field.default).lower() if isinstance(field.default, bool) else field.default
+        default = field.default
+        if default is None:
+            default = "unset"
+        elif isinstance(default, bool):
+            default = str(default).lower()
         rows.append(f"| `--{name.replace('_', '-')}` | `ATENTO_{name.upper()}` | `{default}` | {field.description} |")
     return "\n".join(rows)
