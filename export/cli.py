@@ -48,7 +48,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "atento export") -> int:
         cli.error(f"--model {args.model!r} is neither 'minilm', 'tiny' nor a checkpoint directory")
     if args.out.exists() and not args.force and (not args.out.is_dir() or any(args.out.iterdir())):
         cli.error(f"--out {args.out} exists and is not empty (pass --force to replace it)")
-    from .bundle_builder import build_bundle  # torch and onnx load only once the arguments are good
+    try:
+        from .bundle_builder import build_bundle  # torch and onnx load only once the arguments are good
+    except ImportError as error:
+        print(f"{prog}: the exporter needs its extra: pip install 'atento[export]': {error}", file=sys.stderr)
+        return 2
 
     try:
         bundle = build_bundle(args.model, args.out, force=args.force, report=lambda line: print(line, file=sys.stderr))

@@ -33,6 +33,7 @@ class BatchLimits:
     max_queued_texts: int
     max_attention_batch_bytes: int
     max_wait_s: float = 0.0
+    retry_after_min_s: float = 0.1
     workers: int = 1
 
 
@@ -80,7 +81,7 @@ class Batcher:
         """Seconds until the queue should have room: what waits, over the measured throughput."""
         waiting = sum(len(item) for item in self._pending)
         rate = self._tokens_per_second or 2000.0  # before any measurement, a modest CPU's rate
-        return min(30.0, max(0.05, waiting / rate))
+        return min(30.0, max(self.limits.retry_after_min_s, waiting / rate))
 
     def submit(self, encoded: Sequence[Encoded], *, attention: bool, deadline: float | None) -> list[WorkItem]:
         """Queue one request's texts, or refuse them all: NotReady when closed, Overloaded when full."""
@@ -88,9 +89,10 @@ class Batcher:
             raise NotReady("the server is shutting down; retry on another replica")
         if len(self._pending) + len(encoded) > self.limits.max_queued_texts:
             self.metrics.rejected.labels("queue_full").inc()
+            retry_after = self.retry_after()
+            log.info("queue full: refused %d texts, retry after %.0f ms", len(encoded), retry_after * 1000)
             raise Overloaded(
-                f"queue full: {len(self._pending)} texts waiting, bound {self.limits.max_queued_texts}",
-                self.retry_after(),
+                f"queue full: {len(self._pending)} texts waiting, bound {self.limits.max_queued_texts}", retry_after
             )
         loop = asyncio.get_running_loop()
         items = [WorkItem(e, attention, deadline, loop.create_future()) for e in encoded]

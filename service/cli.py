@@ -8,22 +8,25 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pydantic import ValidationError
 
-from .config import add_flags, settings_from
+def main(argv: Sequence[str] | None = None, prog: str = "atento serve") -> int:
+    try:
+        from pydantic import ValidationError
 
-
-def parser(prog: str = "atento serve") -> argparse.ArgumentParser:
+        from .config import add_flags, settings_from
+        from .server import serve
+    except ImportError as error:  # a client-only install
+        print(
+            f"{prog}: the server needs its extra: pip install 'atento[serve]' (or 'atento[gpu]'): {error}",
+            file=sys.stderr,
+        )
+        return 2
     cli = argparse.ArgumentParser(
         prog=prog,
         description="Serve a bundle over gRPC. Every flag also reads from its ATENTO_* environment variable.",
     )
     add_flags(cli)
-    return cli
-
-
-def main(argv: Sequence[str] | None = None, prog: str = "atento serve") -> int:
-    args = parser(prog).parse_args(argv)
+    args = cli.parse_args(argv)
     try:
         settings = settings_from(args)
     except ValidationError as error:
@@ -35,6 +38,4 @@ def main(argv: Sequence[str] | None = None, prog: str = "atento serve") -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from .server import serve  # onnxruntime and grpc load once the settings are good
-
     return asyncio.run(serve(settings))

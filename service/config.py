@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(0.0, ge=0, description="how long an idle batcher waits for more texts; 0 = none")
     max_attention_batch_mib: int = Field(256, ge=1, description="attention probabilities per batch, in MiB")
     max_queued_texts: int = Field(4096, ge=1, description="texts waiting for a batch; past it: RESOURCE_EXHAUSTED")
+    retry_after_min_ms: int = Field(100, ge=1, description="the least retry hint sent with RESOURCE_EXHAUSTED")
 
     # Per-request limits, enforced before any work.
     max_texts_per_request: int = Field(256, ge=1, description="texts in one EmbedRequest")

@@ -152,6 +152,7 @@ class AtentoServer:
             max_queued_texts=settings.max_queued_texts,
             max_attention_batch_bytes=settings.max_attention_batch_mib << 20,
             max_wait_s=settings.max_wait_ms / 1000,
+            retry_after_min_s=settings.retry_after_min_ms / 1000,
         )
         self._batcher = Batcher(runtime, limits, self.metrics)
         self._batcher.start()

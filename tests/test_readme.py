@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import ROOT
+from tests.servers import ServerProcess
 from tests.service.test_metrics import free_port
 
 README = (ROOT / "README.md").read_text()
@@ -58,3 +60,37 @@ def test_readme_documents_every_setting_with_its_default() -> None:
     from atento.service.config import markdown_table
 
     assert markdown_table() in README, "README's configuration table is stale: paste markdown_table()'s output"
+
+
+def fenced_after(marker: str) -> str:
+    block = README.split(f"<!-- {marker} -->", 1)[1]
+    return block.split("```", 2)[1].split("\n", 1)[1]
+
+
+def test_readme_sdk_example_runs(minilm_server: ServerProcess) -> None:
+    code = fenced_after("sdk-example")
+    assert len(code.strip().splitlines()) <= 10
+    result = subprocess.run(
+        [sys.executable, "-c", code.replace("127.0.0.1:50051", minilm_server.target)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    first, third = lines[0], lines[-1]
+    assert first.startswith("(2, 384) ['[CLS]', 'the', 'dog'")
+    assert third.startswith("(1, 1, ")
+
+
+def test_readme_cli_example_runs(minilm_server: ServerProcess, tmp_path: Path) -> None:
+    lines = [line for line in fenced_after("cli-example").splitlines() if line.strip()]
+    assert len(lines) <= 5
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "ATENTO_TARGET": minilm_server.target, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    for line in lines:
+        result = subprocess.run(
+            line, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+        assert result.returncode == 0, f"{line}\n{result.stderr}"
+    assert (tmp_path / "attention.png").stat().st_size > 10_000

@@ -6,20 +6,113 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
+
+from . import commands
+from .errors import AtentoError
+
+DELEGATED = {"serve": "start the gRPC server (atento serve --help)", "export": "build a bundle (atento export --help)"}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def client_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("connection")
+    group.add_argument(
+        "--target",
+        default=os.environ.get("ATENTO_TARGET", "127.0.0.1:50051"),
+        help="host:port, dns:///name:port, or several IP host:port separated by commas (env ATENTO_TARGET)",
+    )
+    group.add_argument("--tls", action="store_true", help="use TLS with the system's root certificates")
+    group.add_argument("--root-cert", help="PEM file of the CA that signed the server's certificate (implies --tls)")
+    group.add_argument("--client-cert", help="PEM client certificate, for mutual TLS")
+    group.add_argument("--client-key", help="PEM client key, for mutual TLS")
+    group.add_argument("--server-name", help="TLS name to check when it differs from the target's host")
+    group.add_argument("--token", default=os.environ.get("ATENTO_TOKEN"), help="bearer token (env ATENTO_TOKEN)")
+    group.add_argument("--timeout", type=float, default=30.0, help="deadline per call, in seconds (default 30)")
+
+
+def parser() -> argparse.ArgumentParser:
+    cli = OneLineParser(prog="atento", description="Embeddings, tokens and attention weights from an atento server.")
+    sub = cli.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    for name, text in DELEGATED.items():
+        sub.add_parser(name, help=text, add_help=False)
+
+    embed = sub.add_parser("embed", help="print embeddings as JSON, or save them as .npy")
+    embed.add_argument("texts", nargs="*", metavar="TEXT")
+    embed.add_argument("-f", "--file", help="read one text per line from FILE ('-' for stdin)")
+    embed.add_argument("-o", "--output", help="write the (texts, hidden) array to this .npy file")
+    embed.add_argument("--pooling", choices=["mean", "cls"], help="default: the model's own")
+    embed.add_argument(
+        "--normalize", action=argparse.BooleanOptionalAction, default=None, help="default: the model's own"
+    )
+    embed.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    embed.add_argument("--truncate", action="store_true", help="cut texts over the model's maximum instead of failing")
+    embed.add_argument("--batch", type=int, default=32, help="texts per request when reading a file (default 32)")
+
+    similar = sub.add_parser("similarity", help="print the cosine similarity matrix of texts as a table")
+    similar.add_argument("texts", nargs="+", metavar="TEXT")
+
+    tokenize = sub.add_parser("tokenize", help="print the tokens of a text with their ids and character offsets")
+    tokenize.add_argument("text", metavar="TEXT")
+    tokenize.add_argument("--truncate", action="store_true")
+
+    info = sub.add_parser("info", help="print what the server serves")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+
+    health = sub.add_parser("health", help="print the health status; exit 0 only when SERVING")
+    health.add_argument("--service", default="", help="health service name ('' = the whole server, 'liveness')")
+
+    attention = sub.add_parser("attention", help="show what each token attends to, as a table or a PNG heatmap")
+    attention.add_argument("text", metavar="TEXT")
+    attention.add_argument("--layer", type=int, required=True, help="0-based layer")
+    attention.add_argument("--head", type=int, help="0-based head (default: the mean over all heads)")
+    attention.add_argument("--png", help="write a heatmap with the tokens on both axes (needs atento[plot])")
+
+    bench = sub.add_parser("bench", help="load-test a server: throughput and latency percentiles")
+    amount = bench.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--requests", type=int, help="send this many requests")
+    amount.add_argument("--duration", type=float, help="send requests for this many seconds")
+    bench.add_argument("--concurrency", type=int, default=8, help="requests in flight at once (default 8)")
+    bench.add_argument("--batch", type=int, default=1, help="texts per request (default 1)")
+    bench.add_argument("--texts", help="one text per line (default: sentences of Pride and Prejudice)")
+    bench.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+    for name, child in sub.choices.items():
+        if name not in DELEGATED:
+            client_options(child)
+    return cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    command, rest = (args[0], args[1:]) if args else ("--help", [])
-    if command == "serve":
+    if args and args[0] == "serve":
         from atento.service.cli import main as serve
 
-        return serve(rest)
-    if command == "export":
+        return serve(args[1:])
+    if args and args[0] == "export":
         from atento.export.cli import main as export
 
-        return export(rest)
-    print("usage: atento {serve,export} ...", file=sys.stderr)
-    return 0 if command in ("-h", "--help") else 2
+        return export(args[1:])
+    cli = parser()
+    parsed = cli.parse_args(args)
+    if parsed.command is None:
+        cli.print_help()
+        return 2
+    try:
+        return commands.run(parsed)
+    except AtentoError as error:
+        code = error.code.name if error.code is not None else "ERROR"
+        hint = f" (is a server running at {parsed.target}?)" if code in ("UNAVAILABLE", "DEADLINE_EXCEEDED") else ""
+        print(f"atento {parsed.command}: {code}: {error.message}{hint}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as error:
+        print(f"atento {parsed.command}: error: {error}", file=sys.stderr)
+        return 1

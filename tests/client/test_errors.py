@@ -1,0 +1,97 @@
+"""Every server status reaches the caller as its typed exception, with the server's message."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from atento.client import (
+    Attention,
+    Client,
+    DeadlineExceededError,
+    InternalError,
+    InvalidInputError,
+    OverloadedError,
+    UnauthenticatedError,
+    UnavailableError,
+)
+from atento.v1 import encoder_pb2 as pb
+
+from tests.faults import FAILING_BATCH, faulty_bundle
+from tests.servers import ServerProcess, running_server
+
+LONG = "It is a truth universally acknowledged that a single man in possession of a good fortune " * 40
+
+
+def test_invalid_input(minilm_server: ServerProcess) -> None:
+    with Client(minilm_server.target) as client:
+        with pytest.raises(InvalidInputError, match=r"texts\[1\]: must not be empty"):
+            client.embed(["fine", ""])
+        with pytest.raises(InvalidInputError, match=r"attention.layers\[0\]: layer 6 is out of range"):
+            client.embed("x", attention=Attention(layers=[6]))
+
+
+def test_overloaded_carries_the_retry_hint(minilm_bundle: Path) -> None:
+    with running_server(minilm_bundle, "--max-queued-texts", "4", "--max-batch-tokens", "512") as server:
+        slow = threading.Thread(
+            target=lambda: server.stub().Embed(pb.EmbedRequest(texts=[LONG] * 4, truncation=2), timeout=60)
+        )
+        slow.start()
+        while server.metric("atento_queue_depth") < 2:
+            time.sleep(0.005)
+        with Client(server.target, retry=None) as client, pytest.raises(OverloadedError, match="queue full") as raised:
+            client.embed(["a", "b", "c", "d"])
+        assert raised.value.retry_after is not None and raised.value.retry_after >= 0.1
+        slow.join()
+
+
+def test_unavailable_while_draining(tiny_bundle: Path) -> None:
+    with running_server(tiny_bundle) as server:
+        release = threading.Event()
+
+        def requests() -> Iterator[pb.EmbedRequest]:
+            yield pb.EmbedRequest(texts=["keep a call in flight"])
+            release.wait(30)
+
+        stream = server.stub().EmbedStream(requests(), timeout=60)
+        next(stream)
+        server.process.send_signal(signal.SIGTERM)
+        while server.health("") != 2:  # NOT_SERVING
+            time.sleep(0.01)
+        with Client(server.target, retry=None) as client, pytest.raises(UnavailableError, match="shutting down"):
+            client.embed("x")
+        release.set()
+        list(stream)
+
+
+def test_deadline_exceeded(minilm_server: ServerProcess) -> None:
+    with Client(minilm_server.target) as client, pytest.raises(DeadlineExceededError):
+        client.embed([LONG] * 32, truncate=True, timeout=0.05)
+
+
+def test_unauthenticated(tiny_bundle: Path) -> None:
+    with running_server(tiny_bundle, env={"ATENTO_AUTH_TOKEN": "right-token"}) as server:
+        with Client(server.target) as anonymous, pytest.raises(UnauthenticatedError, match="missing bearer token"):
+            anonymous.embed("x")
+        with (
+            Client(server.target, token="wrong") as wrong,
+            pytest.raises(UnauthenticatedError, match="wrong bearer token"),
+        ):
+            wrong.embed("x")
+        with Client(server.target, token="right-token") as right:
+            assert right.embed("x").embeddings is not None
+
+
+def test_internal_with_the_traceback_in_the_log_only(tiny_bundle: Path, tmp_path: Path) -> None:
+    bundle = faulty_bundle(tiny_bundle, tmp_path / "faulty")
+    with running_server(bundle) as server, Client(server.target) as client:
+        with pytest.raises(InternalError, match=r"internal error \(the server logged the details\)") as raised:
+            client.embed(["x"] * FAILING_BATCH, attention=True)
+        assert "Gather" not in raised.value.message  # no internals leak to the client
+        assert client.embed("the server is still fine").embeddings is not None
+        time.sleep(0.2)
+        assert "Traceback" in server.log and "Gather" in server.log
