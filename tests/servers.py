@@ -24,9 +24,15 @@ LISTENING = re.compile(r"listening grpc=(?P<host>\S+):(?P<port>\d+) \(\w+\) metr
 class ServerProcess:
     """`python -m atento.service` in a subprocess; its log lines are collected as they come."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
+        command: Sequence[str] = (sys.executable, "-m", "atento.service"),
+    ) -> None:
         self.host = host
-        command = [sys.executable, "-m", "atento.service", "--host", host, "--metrics-host", host, *args]
+        command = [*command, "--host", host, "--metrics-host", host, *args]
         self.process = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,
