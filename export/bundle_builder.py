@@ -22,26 +22,26 @@ from atento.service.bundle import ATTENTION_GRAPH, FAST_GRAPH, Bundle, read_bund
 from .checkpoint import Checkpoint, load_encoder
 from .onnx_export import ATTENTION_OP, ExportedGraph, export_graph
 from .parity import ParityRun, parity_sentences
+from .quantize import quantize_file
 from .sources import model_pooling, resolve_model
 from .tolerances import TOLERANCES, check_tolerances
 
 Reporter = Callable[[str], None]
-STAGES = 6
 
 
 class Progress:
     """Numbered stage lines with their duration: `[2/6] exporting encoder.onnx ... 8.1 s`."""
 
-    def __init__(self, report: Reporter) -> None:
-        self.report, self.stage = report, 0
+    def __init__(self, report: Reporter, stages: int) -> None:
+        self.report, self.stage, self.stages = report, 0, stages
 
     @contextmanager
     def step(self, what: str) -> Iterator[None]:
         self.stage += 1
         start = time.perf_counter()
-        self.report(f"[{self.stage}/{STAGES}] {what} ...")
+        self.report(f"[{self.stage}/{self.stages}] {what} ...")
         yield
-        self.report(f"[{self.stage}/{STAGES}] {what}: done in {time.perf_counter() - start:.1f} s")
+        self.report(f"[{self.stage}/{self.stages}] {what}: done in {time.perf_counter() - start:.1f} s")
 
 
 def _version(package: str) -> str | None:
@@ -59,7 +59,7 @@ def write_tokenizer(checkpoint: Checkpoint, path: Path) -> None:
     path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
 
 
-def graph_entry(graph: ExportedGraph) -> dict[str, Any]:
+def graph_entry(graph: ExportedGraph, quantize: str | None) -> dict[str, Any]:
     return {
         "file": graph.path.name,
         "sha256": sha256_file(graph.path),
@@ -70,16 +70,21 @@ def graph_entry(graph: ExportedGraph) -> dict[str, Any]:
         "attention_op": ATTENTION_OP,
         "attention_nodes": graph.op_counts.get(ATTENTION_OP, 0),
         "softmax_nodes": graph.op_counts.get("Softmax", 0),
-        "precision": "fp32",
+        "precision": quantize or "fp32",
     }
 
 
-def build_bundle(model: str, out: Path, *, report: Reporter = print, force: bool = False) -> Bundle:
+def build_bundle(
+    model: str, out: Path, *, report: Reporter = print, force: bool = False, quantize: str | None = None
+) -> Bundle:
+    """Export ``model`` to a bundle at ``out``; with ``quantize="int8"`` the graphs are int8 (see quantize.py)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise FileExistsError(f"{out} exists and is not empty (pass --force to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    progress = Progress(report)
+    if quantize not in (None, "int8"):
+        raise ValueError(f"unknown quantisation {quantize!r} (expected int8)")
+    progress = Progress(report, 7 if quantize else 6)
     with tempfile.TemporaryDirectory(prefix=".atento-export-", dir=out.parent) as scratch_name:
         scratch = Path(scratch_name)
         staging = scratch / "bundle"
@@ -109,7 +114,15 @@ def build_bundle(model: str, out: Path, *, report: Reporter = print, force: bool
                 },
             }
             check_tolerances(parity)
-            parity["tolerances"] = TOLERANCES
+        if quantize:
+            with progress.step("quantising the feed-forward matmuls to int8, per token"):
+                for graph in (fast, attn):
+                    full = scratch / f"fp32-{graph.path.name}"
+                    graph.path.rename(full)
+                    quantize_file(full, graph.path)
+                parity["int8_vs_fp32"] = run.quantized_against_full(scratch / "fp32-encoder.onnx", fast.path)
+                check_tolerances(parity)
+        parity["tolerances"] = TOLERANCES
         with progress.step(f"writing manifest and moving the bundle to {out}"):
             config = checkpoint.config
             pooling, normalize = model_pooling(checkpoint)
@@ -126,7 +139,7 @@ def build_bundle(model: str, out: Path, *, report: Reporter = print, force: bool
                     "pooling": pooling,
                     "normalize": normalize,
                 },
-                "graphs": {FAST_GRAPH: graph_entry(fast), ATTENTION_GRAPH: graph_entry(attn)},
+                "graphs": {FAST_GRAPH: graph_entry(fast, quantize), ATTENTION_GRAPH: graph_entry(attn, quantize)},
                 "tokenizer": {"file": "tokenizer.json", "sha256": sha256_file(staging / "tokenizer.json")},
                 "parity": parity,
                 "provenance": {

@@ -30,6 +30,9 @@ def parser(prog: str = "atento export") -> argparse.ArgumentParser:
     )
     cli.add_argument("--out", required=True, type=Path, help="bundle directory to write")
     cli.add_argument("--force", action="store_true", help="replace --out if it exists")
+    cli.add_argument(
+        "--quantize", choices=["int8"], help="int8: dynamic per-token int8 feed-forward (VNNI/AMX), checked against fp32"
+    )
     return cli
 
 
@@ -55,7 +58,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "atento export") -> int:
         return 2
 
     try:
-        bundle = build_bundle(args.model, args.out, force=args.force, report=lambda line: print(line, file=sys.stderr))
+        bundle = build_bundle(
+            args.model, args.out, force=args.force, quantize=args.quantize, report=lambda line: print(line, file=sys.stderr)
+        )
     except (CheckpointError, BundleError, ParityError, FileExistsError, OSError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1

@@ -141,6 +141,18 @@ class ParityRun:
         for batch, ours in zip(self.batches, self._ours, strict=True):
             yield batch, session.run(None, batch.inputs), ours
 
+    def onnx_embeddings(self, graph: Path) -> np.ndarray:
+        """Mean-pooled, normalised embeddings of every text from an ONNX graph, in text order."""
+        embeddings = np.zeros((len(self.texts), self.checkpoint.config.hidden_size), dtype=np.float32)
+        for batch, outputs, _ in self.onnx_outputs(graph):
+            embeddings[batch.indices] = l2_normalize(pool(outputs[0], batch.inputs["attention_mask"], "mean"))
+        return embeddings
+
+    def quantized_against_full(self, full: Path, quantized: Path) -> dict[str, float]:
+        """Cosine of the int8 graph's embeddings to the fp32 graph's, text by text."""
+        cosines = np.sum(self.onnx_embeddings(full) * self.onnx_embeddings(quantized), axis=1)
+        return {"min_cosine": float(cosines.min()), "mean_cosine": float(cosines.mean())}
+
     def onnx_against_torch(self, graph: Path) -> dict[str, float]:
         figures: dict[str, float] = {}
         for batch, outputs, (our_hidden, our_attention) in self.onnx_outputs(graph):

@@ -28,10 +28,10 @@ OFFLINE_ENV = {
 }
 
 
-def export_bundle(model: str, out: Path) -> subprocess.CompletedProcess[str]:
-    """`python -m atento.export --model MODEL --out OUT`, offline."""
+def export_bundle(model: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`python -m atento.export --model MODEL --out OUT [EXTRA...]`, offline."""
     return subprocess.run(
-        [sys.executable, "-m", "atento.export", "--model", model, "--out", str(out)],
+        [sys.executable, "-m", "atento.export", "--model", model, "--out", str(out), *extra],
         env={**os.environ, **OFFLINE_ENV},
         capture_output=True,
         text=True,

@@ -1,0 +1,149 @@
+"""The benchmark's tables, written between markers in BENCHMARKS.md (the prose around them stays)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.bench.machine import describe
+from tests.bench.workloads import Measurement, median_of
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+LABELS = {
+    "torch_eager": "PyTorch eager, our encoder (batches of 32)",
+    "sentence_transformers": "sentence-transformers `encode` (batches of 32)",
+    "ort_in_process": "ONNX Runtime in process, batches of 32 in arrival order",
+    "ort_in_process_sorted": "ONNX Runtime in process, batches of 32 sorted by length",
+    "service_32x1": "atento service: 32 clients x 1 text per call",
+    "service_32x1_no_attention_graph": "atento service, attention graph not loaded: 32 x 1",
+    "service_4x32": "atento service: 4 clients x 32 texts per call",
+    "ort_single_text": "ONNX Runtime in process, one text at a time",
+    "service_1x1": "atento service: 1 client x 1 text per call",
+    "attention_none_128": "atento service: one 128-token text, no attention",
+    "attention_all_128": "atento service: one 128-token text, all 6x12 attention maps",
+    "int8_in_process": "int8 bundle, ONNX Runtime in process, batches of 32",
+    "int8_service_32x1": "int8 bundle, atento service: 32 x 1",
+}
+
+
+@dataclass
+class Run:
+    results: dict[str, list[Measurement]]
+    texts: int
+    tokens: int
+    repeats: int
+    peak_gflops: float
+    padding_waste: float
+    server_rss_mib: dict[str, float]
+    flops_per_token: float
+    int8_parity: dict[str, Any]
+    command: str
+    when: str
+
+    def rate(self, name: str) -> float:
+        return median_of(self.results[name], lambda m: m.texts_per_s)
+
+    def p50(self, name: str) -> float:
+        return median_of(self.results[name], lambda m: m.percentile(50))
+
+    def gflops(self, name: str) -> float:
+        return median_of(self.results[name], lambda m: m.tokens_per_s) * self.flops_per_token / 1e9
+
+
+def flops_per_token(model: dict[str, Any], mean_tokens: float) -> float:
+    """Useful FLOPs per real token: per layer Q, K, V, O (8·D²), the feed-forward (4·D·I) and the
+    attention scores and weighted sum (4·S·D, S = the mean text length); padding not counted."""
+    d, i, layers = model["hidden_size"], model["intermediate_size"], model["num_layers"]
+    return float(layers * (8 * d * d + 4 * d * i + 4 * mean_tokens * d))
+
+
+def targets(run: Run) -> list[tuple[str, str, str, bool, str]]:
+    """(target, goal, measured, met, note)."""
+    efficiency = run.rate("service_32x1") / run.rate("ort_in_process")
+    versus_st = run.rate("service_32x1") / run.rate("sentence_transformers")
+    latency_gap = (run.p50("service_1x1") - run.p50("ort_single_text")) * 1000
+    graph_cost = 1 - run.rate("service_32x1") / run.rate("service_32x1_no_attention_graph")
+    attention_speed = run.p50("attention_none_128") / run.p50("attention_all_128")
+    int8_speed = run.rate("int8_service_32x1") / run.rate("service_32x1")
+    int8_min = run.int8_parity.get("min_cosine", float("nan"))
+    int8_mean = run.int8_parity.get("mean_cosine", float("nan"))
+    peak_share = max(run.gflops("ort_in_process"), run.gflops("ort_in_process_sorted")) / run.peak_gflops
+    rows = [
+        ("serving efficiency (32 x 1 vs in-process ORT)", ">= 0.85x (aim 0.9x)", f"{efficiency:.2f}x", efficiency >= 0.85),
+        ("vs sentence-transformers (32 x 1)", ">= 2x", f"{versus_st:.2f}x", versus_st >= 2),
+        ("single-text p50, service minus in-process", "<= 1 ms", f"{latency_gap:.2f} ms", latency_gap <= 1),
+        ("attention graph loaded, cost to the fast path", "<= 3%", f"{graph_cost:+.1%}", graph_cost <= 0.03),
+        ("all-layer attention of 128 tokens, speed vs none", ">= 0.5x", f"{attention_speed:.2f}x", attention_speed >= 0.5),
+        ("int8 cosine to fp32 (parity sentences)", "min >= 0.99, mean >= 0.995", f"min {int8_min:.4f}, mean {int8_mean:.4f}", int8_min >= 0.99 and int8_mean >= 0.995),
+        ("int8 throughput through the service vs fp32", ">= 2x", f"{int8_speed:.2f}x", int8_speed >= 2),
+        ("fp32 encoder in process, share of matmul peak", "report; aim >= 50%", f"{peak_share:.0%}", peak_share >= 0.5),
+    ]  # fmt: skip
+    return [(*row, NOTES.get(row[0], "") if not row[3] else "") for row in rows]
+
+
+# Why a target is missed, from the profiles (see "What each step bought" below the tables).
+NOTES: dict[str, str] = {}
+
+
+def table(run: Run) -> str:
+    lines = [
+        "| workload | texts/s | tokens/s | p50 ms | p99 ms | GFLOP/s | share of peak |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, measurements in run.results.items():
+        rate = median_of(measurements, lambda m: m.texts_per_s)
+        tokens = median_of(measurements, lambda m: m.tokens_per_s)
+        gflops = tokens * run.flops_per_token / 1e9
+        p50 = median_of(measurements, lambda m: m.percentile(50)) * 1000
+        p99 = median_of(measurements, lambda m: m.percentile(99)) * 1000
+        latency = (f"{p50:.2f}", f"{p99:.2f}") if measurements[0].latencies else ("", "")
+        lines.append(
+            f"| {LABELS.get(name, name)} | {rate:.1f} | {tokens:.0f} | {latency[0]} | {latency[1]} | "
+            f"{gflops:.1f} | {gflops / run.peak_gflops:.0%} |"
+        )
+    return "\n".join(lines)
+
+
+def render(run: Run) -> str:
+    target_lines = ["| target | goal | measured | met | why not |", "|---|---|---|---|---|"]
+    for name, goal, measured, met, note in targets(run):
+        target_lines.append(f"| {name} | {goal} | {measured} | {'yes' if met else '**no**'} | {note} |")
+    rss = ", ".join(f"{name} {mib:.0f} MiB" for name, mib in run.server_rss_mib.items())
+    return "\n".join(
+        [
+            START,
+            f"Run {run.when} UTC with `{run.command}`: {run.texts} sentences of *Pride and Prejudice* "
+            f"({run.tokens} tokens, {run.tokens / run.texts:.1f} per text), {run.repeats} interleaved rounds, medians.",
+            "",
+            f"Machine: {describe()}.",
+            f"Measured fp32 matmul peak: {run.peak_gflops:.0f} GFLOP/s (PyTorch, 2048², every core). "
+            f"Useful work: {run.flops_per_token / 1e6:.1f} MFLOP per real token (padding not counted).",
+            "",
+            "### Targets",
+            "",
+            *target_lines,
+            "",
+            "### Every workload",
+            "",
+            table(run),
+            "",
+            f"Padding waste of the service's batches under 32 x 1 load: {run.padding_waste:.1%} of the padded tokens. "
+            f"Peak RSS of the servers: {rss}.",
+            END,
+        ]
+    )
+
+
+def write(path: Path, run: Run) -> None:
+    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
+    if START not in text:
+        text += f"\n{START}\n{END}\n"
+    before, rest = text.split(START, 1)
+    after = rest.split(END, 1)[1]
+    path.write_text(before + render(run) + after)
+
+
+def summary(run: Run) -> str:
+    return "\n".join(f"{name}: {measured} ({'met' if met else 'MISSED'})" for name, _, measured, met, _ in targets(run))
