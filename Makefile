@@ -70,5 +70,9 @@ proto: $(VENV)/.installed
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) \
 		--grpc_python_out=$(PROTO_OUT) proto/atento/v1/*.proto
 
+# The side-by-side benchmark (about 15 minutes on 2 cores); writes its tables into BENCHMARKS.md.
+bench: $(VENV)/.installed bundle
+	$(PY) -m tests.bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) $(TOOLS) build .pytest_cache .mypy_cache .ruff_cache

@@ -21,8 +21,9 @@ from atento.service.bundle import ATTENTION_GRAPH, FAST_GRAPH, Bundle, read_bund
 
 from .checkpoint import Checkpoint, load_encoder
 from .onnx_export import ATTENTION_OP, ExportedGraph, export_graph
-from .parity import ParityRun, parity_sentences
-from .quantize import quantize_file
+from .parity import ParityRun
+from .quantize import int8_agreement, quantize_file
+from .sentences import parity_sentences
 from .sources import model_pooling, resolve_model
 from .tolerances import TOLERANCES, check_tolerances
 
@@ -74,6 +75,46 @@ def graph_entry(graph: ExportedGraph, quantize: str | None) -> dict[str, Any]:
     }
 
 
+def quantize_graphs(bundle: Path, scratch: Path, max_tokens: int) -> dict[str, float]:
+    """Quantise both graphs of ``bundle`` in place; returns the int8 embeddings' cosines to fp32."""
+    for name in ("encoder.onnx", "encoder_attn.onnx"):
+        (bundle / name).rename(scratch / f"fp32-{name}")
+        quantize_file(scratch / f"fp32-{name}", bundle / name)
+    texts = parity_sentences()
+    return int8_agreement(
+        scratch / "fp32-encoder.onnx", bundle / "encoder.onnx", bundle / "tokenizer.json", max_tokens, texts
+    )
+
+
+def quantize_bundle(source: Path, out: Path, *, report: Reporter = print, force: bool = False) -> Bundle:
+    """An int8 variant of an fp32 bundle, without torch: the graphs are rewritten, the manifest kept
+    (with the int8-vs-fp32 cosines added and the source bundle named in its provenance)."""
+    original = read_bundle(source)
+    if any(graph.precision != "fp32" for graph in original.graphs.values()):
+        raise ValueError(f"{source} is not an fp32 bundle")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise FileExistsError(f"{out} exists and is not empty (pass --force to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    progress = Progress(report, 2)
+    with tempfile.TemporaryDirectory(prefix=".atento-export-", dir=out.parent) as scratch_name:
+        scratch = Path(scratch_name)
+        staging = Path(shutil.copytree(source, scratch / "bundle"))
+        manifest = json.loads((staging / "manifest.json").read_text())
+        with progress.step(f"quantising {source} to int8, per token"):
+            manifest["parity"]["int8_vs_fp32"] = quantize_graphs(staging, scratch, original.model.max_positions)
+            check_tolerances(manifest["parity"])
+        with progress.step(f"writing manifest and moving the bundle to {out}"):
+            for graph in manifest["graphs"].values():
+                graph.update(sha256=sha256_file(staging / graph["file"]), precision="int8")
+            manifest["provenance"]["derived_from"] = {"bundle": str(source.resolve()), "sha256": original.sha256}
+            manifest.pop("format_version")
+            write_manifest(staging, manifest)
+            if out.exists():
+                shutil.rmtree(out)
+            staging.rename(out)
+    return read_bundle(out)
+
+
 def build_bundle(
     model: str, out: Path, *, report: Reporter = print, force: bool = False, quantize: str | None = None
 ) -> Bundle:
@@ -116,11 +157,7 @@ def build_bundle(
             check_tolerances(parity)
         if quantize:
             with progress.step("quantising the feed-forward matmuls to int8, per token"):
-                for graph in (fast, attn):
-                    full = scratch / f"fp32-{graph.path.name}"
-                    graph.path.rename(full)
-                    quantize_file(full, graph.path)
-                parity["int8_vs_fp32"] = run.quantized_against_full(scratch / "fp32-encoder.onnx", fast.path)
+                parity["int8_vs_fp32"] = quantize_graphs(staging, scratch, checkpoint.config.max_positions)
                 check_tolerances(parity)
         parity["tolerances"] = TOLERANCES
         with progress.step(f"writing manifest and moving the bundle to {out}"):

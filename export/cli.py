@@ -24,14 +24,17 @@ class OneLineParser(argparse.ArgumentParser):
 def parser(prog: str = "atento export") -> argparse.ArgumentParser:
     cli = OneLineParser(prog=prog, description="Export a BERT-family encoder to an ONNX bundle with fused attention.")
     cli.add_argument(
-        "--model",
-        default="minilm",
-        help="'minilm' (embedded default), 'tiny' (random, for tests) or a checkpoint directory",
+        "--model", help="'minilm' (embedded default), 'tiny' (random, for tests) or a checkpoint directory"
+    )
+    cli.add_argument(
+        "--from-bundle", type=Path, help="with --quantize: derive from this fp32 bundle instead (no torch)"
     )
     cli.add_argument("--out", required=True, type=Path, help="bundle directory to write")
     cli.add_argument("--force", action="store_true", help="replace --out if it exists")
     cli.add_argument(
-        "--quantize", choices=["int8"], help="int8: dynamic per-token int8 feed-forward (VNNI/AMX), checked against fp32"
+        "--quantize",
+        choices=["int8"],
+        help="int8: dynamic per-token int8 feed-forward (VNNI/AMX), checked against fp32",
     )
     return cli
 
@@ -47,21 +50,28 @@ def summary(bundle: Bundle) -> str:
 def main(argv: Sequence[str] | None = None, prog: str = "atento export") -> int:
     cli = parser(prog)
     args = cli.parse_args(argv)
+    if args.from_bundle is not None and (args.model is not None or args.quantize is None):
+        cli.error("--from-bundle goes with --quantize, and not with --model")
+    args.model = args.model or "minilm"
     if args.model not in ("minilm", "tiny") and not Path(args.model).is_dir():
         cli.error(f"--model {args.model!r} is neither 'minilm', 'tiny' nor a checkpoint directory")
     if args.out.exists() and not args.force and (not args.out.is_dir() or any(args.out.iterdir())):
         cli.error(f"--out {args.out} exists and is not empty (pass --force to replace it)")
-    try:
-        from .bundle_builder import build_bundle  # torch and onnx load only once the arguments are good
+    try:  # torch and onnx load only once the arguments are good
+        from .bundle_builder import build_bundle, quantize_bundle
     except ImportError as error:
         print(f"{prog}: the exporter needs its extra: pip install 'atento[export]': {error}", file=sys.stderr)
         return 2
 
+    def report(line: str) -> None:
+        print(line, file=sys.stderr)
+
     try:
-        bundle = build_bundle(
-            args.model, args.out, force=args.force, quantize=args.quantize, report=lambda line: print(line, file=sys.stderr)
-        )
-    except (CheckpointError, BundleError, ParityError, FileExistsError, OSError) as error:
+        if args.from_bundle is not None:
+            bundle = quantize_bundle(args.from_bundle, args.out, force=args.force, report=report)
+        else:
+            bundle = build_bundle(args.model, args.out, force=args.force, quantize=args.quantize, report=report)
+    except (CheckpointError, BundleError, ParityError, FileExistsError, OSError, ValueError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
     print(summary(bundle))

@@ -66,8 +66,7 @@ class Embeddings(nn.Module):
         )
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None) -> Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (S,)
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None, positions: Tensor) -> Tensor:
         x = self.word_embeddings(input_ids) + self.position_embeddings(positions)  # (B, S, D)
         if self.token_type_embeddings is not None:
             types = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
@@ -129,6 +128,22 @@ class EncoderLayer(nn.Module):
         return x, probs
 
 
+def texts_in_rows(attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Which tokens see each other, and each token's position within its own text.
+
+    ``attention_mask`` (B, S): 0 marks padding; tokens that share a positive value are one text.
+    A plain 0/1 mask is one text per row. Larger values pack several texts into one row (the
+    service does, to cut padding): each text then attends only to itself and counts its positions
+    from 0, so it gets exactly the states it would get alone, wherever it sits and whatever pads it.
+    Padding attends to padding only, which keeps its (unused) states finite.
+    """
+    same = attention_mask[:, :, None] == attention_mask[:, None, :]  # (B, S, S): same text
+    seq = attention_mask.shape[1]
+    earlier = torch.ones(seq, seq, dtype=torch.bool, device=attention_mask.device).tril(-1)  # (S, S): key < query
+    positions = (same & earlier).sum(dim=-1)  # (B, S): tokens of the same text before this one
+    return same[:, None], positions  # (B, 1, S, S) for every head, (B, S)
+
+
 class Encoder(nn.Module):
     """Embeddings followed by ``num_layers`` encoder layers.
 
@@ -145,11 +160,10 @@ class Encoder(nn.Module):
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
-        seq = input_ids.shape[1]
-        # Key-padding mask, expanded to (B, 1, S, S): ONNX Runtime's CPU Attention kernel rejects a
-        # (B, 1, 1, S) mask whose query length is 1, so every query row gets its own copy.
-        keep = attention_mask.bool()[:, None, None, :].expand(-1, 1, seq, seq)  # (B, 1, S, S)
-        x = self.embeddings(input_ids, token_type_ids)
+        # A full (B, 1, S, S) mask, not a (B, 1, 1, S) key mask: ONNX Runtime's CPU Attention kernel
+        # rejects the latter, and packed rows need query-dependent masks anyway.
+        keep, positions = texts_in_rows(attention_mask)
+        x = self.embeddings(input_ids, token_type_ids, positions)
         all_probs: list[Tensor] = []
         for layer in self.layers:
             x, probs = layer(x, keep)

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
 from atento.service.pooling import l2_normalize, pool
-from atento.service.tokenizer import Encoded, TextTokenizer, pad_batch
+from atento.service.tokenizer import TextTokenizer, pad_batch
 
 from .checkpoint import Checkpoint
 from .model import Encoder
+from .sentences import parity_batches
 
 
 def quiet_references() -> None:
@@ -34,30 +33,6 @@ def quiet_references() -> None:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
-
-
-def parity_sentences() -> list[str]:
-    """66 lines of Pride and Prejudice (public domain), from one word to past 512 tokens."""
-    text = resources.files("atento.export").joinpath("data/parity_sentences.txt").read_text(encoding="utf-8")
-    return [line for line in text.splitlines() if line.strip()]
-
-
-def parity_batches(encoded: Sequence[Encoded], seed: int = 0) -> list[list[int]]:
-    """Indices grouped in padded batches: the longest alone, the next in threes, the rest in sixteens.
-
-    Short and long texts are shuffled together inside each size class so every batch is padded;
-    the longest texts sit in small batches to bound the (B, layers, heads, S, S) attention tensor.
-    """
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
-    singles, rest = order[:3], order[3:]
-    threes, sixteens = rest[:15], rest[15:]
-    rng = random.Random(seed)
-    rng.shuffle(threes)
-    rng.shuffle(sixteens)
-    batches = [[i] for i in singles]
-    batches += [threes[i : i + 3] for i in range(0, len(threes), 3)]
-    batches += [sixteens[i : i + 16] for i in range(0, len(sixteens), 16)]
-    return batches
 
 
 @dataclass(frozen=True)
@@ -140,18 +115,6 @@ class ParityRun:
         session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         for batch, ours in zip(self.batches, self._ours, strict=True):
             yield batch, session.run(None, batch.inputs), ours
-
-    def onnx_embeddings(self, graph: Path) -> np.ndarray:
-        """Mean-pooled, normalised embeddings of every text from an ONNX graph, in text order."""
-        embeddings = np.zeros((len(self.texts), self.checkpoint.config.hidden_size), dtype=np.float32)
-        for batch, outputs, _ in self.onnx_outputs(graph):
-            embeddings[batch.indices] = l2_normalize(pool(outputs[0], batch.inputs["attention_mask"], "mean"))
-        return embeddings
-
-    def quantized_against_full(self, full: Path, quantized: Path) -> dict[str, float]:
-        """Cosine of the int8 graph's embeddings to the fp32 graph's, text by text."""
-        cosines = np.sum(self.onnx_embeddings(full) * self.onnx_embeddings(quantized), axis=1)
-        return {"min_cosine": float(cosines.min()), "mean_cosine": float(cosines.mean())}
 
     def onnx_against_torch(self, graph: Path) -> dict[str, float]:
         figures: dict[str, float] = {}

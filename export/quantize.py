@@ -16,12 +16,18 @@ amplifies the error of Q and K) keeps the cosine above 0.99.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
+from atento.service.pooling import l2_normalize, pool
+from atento.service.tokenizer import TextTokenizer, pad_batch
 from onnx import TensorProto, helper, numpy_helper
+
+from .sentences import parity_batches
 
 NodeFilter = Callable[[onnx.NodeProto], bool]
 
@@ -46,7 +52,7 @@ class _Builder:
         self.model.graph.initializer.append(numpy_helper.from_array(value, name))
         return name
 
-    def node(self, op: str, inputs: list[str], output: str, **attributes: object) -> str:
+    def node(self, op: str, inputs: list[str], output: str, **attributes: Any) -> str:
         self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attributes))
         return output
 
@@ -107,3 +113,24 @@ def quantize_file(source: Path, target: Path) -> int:
     onnx.checker.check_model(model, full_check=True)
     onnx.save_model(model, str(target))
     return count
+
+
+def int8_agreement(
+    full: Path, quantized: Path, tokenizer_file: Path, max_tokens: int, texts: Sequence[str]
+) -> dict[str, float]:
+    """Cosine of the quantised graph's mean-pooled embeddings to the fp32 graph's, text by text."""
+    tokenizer = TextTokenizer(tokenizer_file, max_tokens)
+    encoded = tokenizer.encode_batch(texts)
+    sessions = [ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"]) for graph in (full, quantized)]
+    names = [i.name for i in sessions[0].get_inputs()]
+    embeddings = [np.zeros((len(texts), 0), np.float32) for _ in sessions]
+    for indices in parity_batches(encoded):
+        inputs = pad_batch([encoded[i] for i in indices])
+        for k, session in enumerate(sessions):
+            (hidden,) = session.run(["last_hidden_state"], {n: inputs[n] for n in names})
+            vectors = l2_normalize(pool(hidden, inputs["attention_mask"], "mean"))
+            if embeddings[k].shape[1] == 0:
+                embeddings[k] = np.zeros((len(texts), vectors.shape[1]), np.float32)
+            embeddings[k][indices] = vectors
+    cosines = np.sum(embeddings[0] * embeddings[1], axis=1)
+    return {"min_cosine": float(cosines.min()), "mean_cosine": float(cosines.mean())}

@@ -1,10 +1,11 @@
 """The batcher between the RPCs and ONNX Runtime.
 
-Texts from every concurrent call wait in one queue. A worker takes the oldest text and gathers the
-texts closest to it in length, within a padded-token budget and a batch-size bound, so nothing
-starves and little is padding. Texts whose deadline passed or whose call was cancelled are dropped
-before they cost anything. Past the queue bound, submissions are refused with a retry hint derived
-from the measured throughput. ONNX Runtime runs in a worker thread, off the event loop.
+Texts from every concurrent call wait in one queue. A worker takes them oldest first, within a
+token budget and a batch-size bound, so nothing starves; it packs them several to a row (see
+``tokenizer.pack_rows``), so that short and long texts share a batch with little padding. Texts
+whose deadline passed or whose call was cancelled are dropped before they cost anything. Past the
+queue bound, submissions are refused with a retry hint derived from the measured throughput.
+ONNX Runtime runs in a worker thread, off the event loop.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 from .errors import DeadlineExceeded, NotReady, Overloaded
 from .metrics import Metrics
 from .runtime import Runtime
-from .tokenizer import Encoded, pad_batch
+from .tokenizer import Encoded, pack_rows
 
 log = logging.getLogger("atento.batcher")
 
@@ -30,6 +31,7 @@ log = logging.getLogger("atento.batcher")
 class BatchLimits:
     max_batch_tokens: int
     max_batch_size: int
+    row_tokens: int
     max_queued_texts: int
     max_attention_batch_bytes: int
     max_wait_s: float = 0.0
@@ -170,51 +172,41 @@ class Batcher:
             self._pending = alive
             self.metrics.queue_depth.set(len(alive))
 
-    def _fits(self, count: int, longest: int, attention: bool) -> bool:
-        if count > self.limits.max_batch_size or count * longest > self.limits.max_batch_tokens:
-            return False
-        return (
-            not attention
-            or count * longest * longest * self._attention_bytes_per_cell <= self.limits.max_attention_batch_bytes
-        )
-
     def _take(self) -> list[WorkItem]:
-        """The oldest text and its nearest neighbours in length, while they fit the budget."""
-        anchor = self._pending[0]
-        group = sorted((item for item in self._pending if item.attention == anchor.attention), key=len)
-        lo = hi = next(i for i, item in enumerate(group) if item is anchor)
-        longest = len(anchor)
-        while True:
-            count = hi - lo + 2  # the batch size if one more joins
-            left = len(group[lo - 1]) if lo > 0 else None
-            right = len(group[hi + 1]) if hi + 1 < len(group) else None
-            can_left = left is not None and self._fits(count, longest, anchor.attention)
-            can_right = right is not None and self._fits(count, max(longest, right), anchor.attention)
-            if can_left and can_right and left is not None and right is not None:
-                # The padding each choice adds: a shorter text pads itself, a longer one pads the others.
-                can_right = (count - 1) * (right - longest) < longest - left
-                can_left = not can_right
-            if can_left:
-                lo -= 1
-            elif can_right and right is not None:
-                hi += 1
-                longest = max(longest, right)
-            else:
+        """The oldest texts of the oldest text's kind, while they fit the budgets."""
+        attention = self._pending[0].attention
+        batch: list[WorkItem] = []
+        tokens = longest = 0
+        for item in self._pending:
+            if item.attention != attention:
+                continue
+            grown_tokens, grown_longest = tokens + len(item), max(longest, len(item))
+            if batch and not self._fits(len(batch) + 1, grown_tokens, grown_longest, attention):
                 break
-        chosen = {id(item) for item in group[lo : hi + 1]}
+            batch.append(item)
+            tokens, longest = grown_tokens, grown_longest
+        chosen = {id(item) for item in batch}
         self._pending = [item for item in self._pending if id(item) not in chosen]
-        return sorted(group[lo : hi + 1], key=lambda item: item.enqueued)
+        return batch
+
+    def _fits(self, count: int, tokens: int, longest: int, attention: bool) -> bool:
+        if count > self.limits.max_batch_size or tokens > self.limits.max_batch_tokens:
+            return False
+        if not attention:
+            return True
+        width = max(longest, min(self.limits.row_tokens, tokens))
+        rows = -(-tokens // width) + 1  # packing leaves at most about one row's worth of slack
+        return rows * width * width * self._attention_bytes_per_cell <= self.limits.max_attention_batch_bytes
 
     def _compute(self, batch: list[WorkItem]) -> list[ItemOutput]:
         """In a worker thread: pad, run ONNX Runtime, slice each text's rows back out."""
         start = time.perf_counter()
-        inputs = pad_batch([item.encoded for item in batch])
+        inputs, places = pack_rows([item.encoded for item in batch], self.limits.row_tokens)
         attention = batch[0].attention
         outputs = self.runtime.run(inputs, attention=attention)
         inference_s = time.perf_counter() - start
-        lengths = [len(item) for item in batch]
-        padded = len(batch) * max(lengths)
-        real = sum(lengths)
+        padded = inputs["input_ids"].size
+        real = sum(place.length for place in places)
         self._tokens_per_second = 0.8 * self._tokens_per_second + 0.2 * (real / max(inference_s, 1e-6))
         graph = "encoder_attn" if attention else "encoder"
         m = self.metrics
@@ -225,10 +217,11 @@ class Batcher:
         m.texts.inc(len(batch))
         m.tokens.inc(real)
         results = []
-        for row, (item, n) in enumerate(zip(batch, lengths, strict=True)):
+        for item, place in zip(batch, places, strict=True):
             queue_s = start - item.enqueued
             m.queue_duration.observe(queue_s)
-            m.input_tokens.observe(n)
-            attn = outputs.attentions[row, :, :, :n, :n] if outputs.attentions is not None else None
-            results.append(ItemOutput(outputs.hidden[row, :n], attn, queue_s, inference_s))
+            m.input_tokens.observe(place.length)
+            text = slice(place.start, place.start + place.length)
+            attn = outputs.attentions[place.row, :, :, text, text] if outputs.attentions is not None else None
+            results.append(ItemOutput(outputs.hidden[place.row, text], attn, queue_s, inference_s))
         return results

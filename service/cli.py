@@ -14,6 +14,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "atento serve") -> int:
         from pydantic import ValidationError
 
         from .config import add_flags, settings_from
+        from .memory import keep_freed_memory
         from .server import serve
     except ImportError as error:  # a client-only install
         print(
@@ -38,4 +39,5 @@ def main(argv: Sequence[str] | None = None, prog: str = "atento serve") -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    keep_freed_memory()
     return asyncio.run(serve(settings))

@@ -38,11 +38,14 @@ class Settings(BaseSettings):
     graph_optimization: Literal["disabled", "basic", "extended", "all"] = Field(
         "all", description="ORT graph optimisation"
     )
+    spin: bool = Field(True, description="let ORT's idle threads spin-wait: half the latency of small batches")
     attention: bool = Field(True, description="load encoder_attn.onnx so requests may ask for attention weights")
 
     # Batching: one queue between the RPCs and ONNX Runtime.
-    max_batch_tokens: int = Field(8192, ge=1, description="padded tokens per batch (texts x longest text)")
+    max_batch_tokens: int = Field(8192, ge=1, description="tokens per batch (texts are packed several to a row)")
     max_batch_size: int = Field(64, ge=1, description="texts per batch")
+    row_tokens: int = Field(128, ge=1, description="how wide packed rows are (a longer text widens its batch)")
+    inference_workers: int = Field(1, ge=1, description="batches run at once (each on intra_op_threads threads)")
     max_wait_ms: float = Field(0.0, ge=0, description="how long an idle batcher waits for more texts; 0 = none")
     max_attention_batch_mib: int = Field(256, ge=1, description="attention probabilities per batch, in MiB")
     max_queued_texts: int = Field(4096, ge=1, description="texts waiting for a batch; past it: RESOURCE_EXHAUSTED")

@@ -72,7 +72,10 @@ class Metrics:
             "atento_batch_size", "Texts per batch, by graph", ["graph"], buckets=SIZE_BUCKETS, registry=registry
         )
         self.batch_tokens = Histogram(
-            "atento_batch_tokens", "Padded tokens per batch (texts x longest)", buckets=TOKEN_BUCKETS, registry=registry
+            "atento_batch_tokens",
+            "Tokens per batch, padding included (rows x width)",
+            buckets=TOKEN_BUCKETS,
+            registry=registry,
         )
         self.batch_padding_ratio = Histogram(
             "atento_batch_padding_ratio",

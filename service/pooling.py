@@ -30,3 +30,15 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     unit: np.ndarray = (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
     return unit
+
+
+def pool_text(hidden: np.ndarray, method: str, normalize: bool) -> np.ndarray:
+    """One text's (tokens, D) states, padding already cut away -> (D,) float32.
+
+    The per-request path: a few microseconds, where the batched ``pool`` costs a hundred.
+    """
+    vector = hidden.mean(axis=0, dtype=np.float32) if method == "mean" else hidden[0]
+    if normalize:
+        vector = vector / max(float(np.sqrt(vector @ vector)), 1e-12)
+    result: np.ndarray = vector.astype(np.float32, copy=False)
+    return result

@@ -90,6 +90,9 @@ class Runtime:
         options.intra_op_num_threads = settings.intra_op_threads
         options.inter_op_num_threads = settings.inter_op_threads
         options.graph_optimization_level = OPTIMIZATION[settings.graph_optimization]
+        if not settings.spin:  # measured: sleeping threads double small-batch latency, so spin by default
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         # ONNX's shape inference declares the attention graph's probabilities with an empty key axis
         # and ORT warns about it on every run; the values are right (parity checks them).
         options.log_severity_level = 3 if role == ATTENTION_GRAPH else 2

@@ -149,10 +149,12 @@ class AtentoServer:
         limits = BatchLimits(
             max_batch_tokens=settings.max_batch_tokens,
             max_batch_size=settings.max_batch_size,
+            row_tokens=settings.row_tokens,
             max_queued_texts=settings.max_queued_texts,
             max_attention_batch_bytes=settings.max_attention_batch_mib << 20,
             max_wait_s=settings.max_wait_ms / 1000,
             retry_after_min_s=settings.retry_after_min_ms / 1000,
+            workers=settings.inference_workers,
         )
         self._batcher = Batcher(runtime, limits, self.metrics)
         self._batcher.start()

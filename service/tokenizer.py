@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -35,17 +35,23 @@ class TextTokenizer:
         self._tokenizer.enable_truncation(max_tokens)
 
     def encode_batch(self, texts: Sequence[str]) -> list[Encoded]:
-        return [
-            Encoded(
-                ids=np.asarray(encoding.ids, dtype=np.int64),
-                type_ids=np.asarray(encoding.type_ids, dtype=np.int64),
-                tokens=encoding.tokens,
-                offsets=encoding.offsets,
-                special=encoding.special_tokens_mask,
-                truncated=bool(encoding.overflowing),
-            )
-            for encoding in self._tokenizer.encode_batch(list(texts))
-        ]
+        """Many texts on the library's own thread pool (worth it for long inputs)."""
+        return [_encoded(encoding) for encoding in self._tokenizer.encode_batch(list(texts))]
+
+    def encode_each(self, texts: Sequence[str]) -> list[Encoded]:
+        """Text by text on the calling thread: for short inputs, where waking a pool costs more."""
+        return [_encoded(self._tokenizer.encode(text)) for text in texts]
+
+
+def _encoded(encoding: Encoding) -> Encoded:
+    return Encoded(
+        ids=np.asarray(encoding.ids, dtype=np.int64),
+        type_ids=np.asarray(encoding.type_ids, dtype=np.int64),
+        tokens=encoding.tokens,
+        offsets=encoding.offsets,
+        special=encoding.special_tokens_mask,
+        truncated=bool(encoding.overflowing),
+    )
 
 
 def pad_batch(encoded: Sequence[Encoded]) -> dict[str, np.ndarray]:
@@ -59,3 +65,44 @@ def pad_batch(encoded: Sequence[Encoded]) -> dict[str, np.ndarray]:
         mask[row, : len(item)] = 1
         types[row, : len(item)] = item.type_ids
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a text sits in a packed batch: row, first column, token count."""
+
+    row: int
+    start: int
+    length: int
+
+
+def pack_rows(encoded: Sequence[Encoded], row_tokens: int) -> tuple[dict[str, np.ndarray], list[Placement]]:
+    """Pack texts into as few rows as fit, instead of one padded row each.
+
+    Rows are ``max(longest text, min(row_tokens, all tokens))`` wide; texts go in longest first, each
+    into the first row with room. In ``attention_mask`` each text of a row gets its own number
+    (1, 2, ...), which the graph turns into a block-diagonal mask and per-text positions, so every
+    text comes out exactly as if it ran alone, and padding shrinks to what the packing leaves over.
+    """
+    lengths = [len(item) for item in encoded]
+    width = max(max(lengths), min(row_tokens, sum(lengths)))
+    used: list[int] = []  # tokens already in each row
+    placements: list[Placement | None] = [None] * len(encoded)
+    for i in sorted(range(len(encoded)), key=lambda i: -lengths[i]):
+        row = next((r for r, taken in enumerate(used) if taken + lengths[i] <= width), len(used))
+        if row == len(used):
+            used.append(0)
+        placements[i] = Placement(row, used[row], lengths[i])
+        used[row] += lengths[i]
+    ids = np.zeros((len(used), width), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    types = np.zeros_like(ids)
+    texts_in_row = [0] * len(used)
+    for item, place in zip(encoded, placements, strict=True):
+        assert place is not None
+        texts_in_row[place.row] += 1
+        columns = slice(place.start, place.start + place.length)
+        ids[place.row, columns] = item.ids
+        mask[place.row, columns] = texts_in_row[place.row]
+        types[place.row, columns] = item.type_ids
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, [p for p in placements if p is not None]

@@ -16,6 +16,7 @@ LABELS = {
     "sentence_transformers": "sentence-transformers `encode` (batches of 32)",
     "ort_in_process": "ONNX Runtime in process, batches of 32 in arrival order",
     "ort_in_process_sorted": "ONNX Runtime in process, batches of 32 sorted by length",
+    "ort_in_process_packed": "ONNX Runtime in process, batches of 32 packed as the service packs",
     "service_32x1": "atento service: 32 clients x 1 text per call",
     "service_32x1_no_attention_graph": "atento service, attention graph not loaded: 32 x 1",
     "service_4x32": "atento service: 4 clients x 32 texts per call",
@@ -23,7 +24,7 @@ LABELS = {
     "service_1x1": "atento service: 1 client x 1 text per call",
     "attention_none_128": "atento service: one 128-token text, no attention",
     "attention_all_128": "atento service: one 128-token text, all 6x12 attention maps",
-    "int8_in_process": "int8 bundle, ONNX Runtime in process, batches of 32",
+    "int8_in_process": "int8 bundle, ONNX Runtime in process, batches of 32 packed",
     "int8_service_32x1": "int8 bundle, atento service: 32 x 1",
 }
 
@@ -61,7 +62,7 @@ def flops_per_token(model: dict[str, Any], mean_tokens: float) -> float:
 
 def targets(run: Run) -> list[tuple[str, str, str, bool, str]]:
     """(target, goal, measured, met, note)."""
-    efficiency = run.rate("service_32x1") / run.rate("ort_in_process")
+    efficiency = run.rate("service_32x1") / run.rate("ort_in_process_packed")
     versus_st = run.rate("service_32x1") / run.rate("sentence_transformers")
     latency_gap = (run.p50("service_1x1") - run.p50("ort_single_text")) * 1000
     graph_cost = 1 - run.rate("service_32x1") / run.rate("service_32x1_no_attention_graph")
@@ -69,9 +70,9 @@ def targets(run: Run) -> list[tuple[str, str, str, bool, str]]:
     int8_speed = run.rate("int8_service_32x1") / run.rate("service_32x1")
     int8_min = run.int8_parity.get("min_cosine", float("nan"))
     int8_mean = run.int8_parity.get("mean_cosine", float("nan"))
-    peak_share = max(run.gflops("ort_in_process"), run.gflops("ort_in_process_sorted")) / run.peak_gflops
+    peak_share = max(run.gflops(name) for name in ("ort_in_process_sorted", "ort_in_process_packed")) / run.peak_gflops
     rows = [
-        ("serving efficiency (32 x 1 vs in-process ORT)", ">= 0.85x (aim 0.9x)", f"{efficiency:.2f}x", efficiency >= 0.85),
+        ("serving efficiency (32 x 1 vs in-process ORT, same packing)", ">= 0.85x (aim 0.9x)", f"{efficiency:.2f}x", efficiency >= 0.85),
         ("vs sentence-transformers (32 x 1)", ">= 2x", f"{versus_st:.2f}x", versus_st >= 2),
         ("single-text p50, service minus in-process", "<= 1 ms", f"{latency_gap:.2f} ms", latency_gap <= 1),
         ("attention graph loaded, cost to the fast path", "<= 3%", f"{graph_cost:+.1%}", graph_cost <= 0.03),

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from atento.client import AsyncClient, Attention, Client
+from atento.service.config import Settings
+from atento.service.pooling import l2_normalize, pool, pool_text
+from atento.service.tokenizer import TextTokenizer, pack_rows, pad_batch
 
-from atento.client import AsyncClient, Attention
-from atento.service.pooling import l2_normalize, pool
-from atento.service.tokenizer import TextTokenizer, pad_batch
+ROW_TOKENS = Settings().row_tokens  # the service's default packing
 
 
 @dataclass
@@ -54,27 +56,46 @@ class Texts:
         self.tokens = sum(len(e) for e in self.encoded)
 
     def batches(self, size: int, *, by_length: bool = False) -> list[list[int]]:
-        order = sorted(range(len(self.lines)), key=lambda i: len(self.encoded[i])) if by_length else list(range(len(self.lines)))
+        order = (
+            sorted(range(len(self.lines)), key=lambda i: len(self.encoded[i]))
+            if by_length
+            else list(range(len(self.lines)))
+        )
         return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 def ort_session(graph: Path, threads: int = 0) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    # Spin inside a run (its speed), not after it: an idle benchmark session must not keep a core
+    # busy while the server is being measured on the same two cores.
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
 
 
-def ort_in_process(session: ort.InferenceSession, texts: Texts, *, by_length: bool, batch: int = 32) -> Workload:
-    """Tokenise, run ONNX Runtime, pool and normalise, batch by batch: the service's ceiling."""
+def ort_in_process(
+    session: ort.InferenceSession, texts: Texts, *, by_length: bool = False, packed: int = 0, batch: int = 32
+) -> Workload:
+    """Tokenise, run ONNX Runtime, pool and normalise, batch by batch, in this process.
+
+    Padded, in arrival order or sorted by length (what sentence-transformers does); or ``packed``
+    into rows of that many tokens exactly as the service packs: the service's own ceiling.
+    """
     names = [i.name for i in session.get_inputs()]
 
     def run() -> Measurement:
         start = time.perf_counter()
         for indices in texts.batches(batch, by_length=by_length):
             encoded = texts.tokenizer.encode_batch([texts.lines[i] for i in indices])
-            inputs = pad_batch(encoded)
-            (hidden,) = session.run(None, {n: inputs[n] for n in names})
-            l2_normalize(pool(hidden, inputs["attention_mask"], "mean"))
+            if packed:
+                inputs, places = pack_rows(encoded, packed)
+                (hidden,) = session.run(None, {n: inputs[n] for n in names})
+                for p in places:
+                    pool_text(hidden[p.row, p.start : p.start + p.length], "mean", True)
+            else:
+                inputs = pad_batch(encoded)
+                (hidden,) = session.run(None, {n: inputs[n] for n in names})
+                l2_normalize(pool(hidden, inputs["attention_mask"], "mean"))
         return Measurement(time.perf_counter() - start, len(texts.lines), texts.tokens)
 
     return run
@@ -100,7 +121,6 @@ def ort_single_latency(session: ort.InferenceSession, texts: Texts, calls: int) 
 
 def torch_eager(texts: Texts, checkpoint_dir: Path, batch: int = 32) -> Workload:
     import torch
-
     from atento.export.checkpoint import load_encoder, open_checkpoint
     from atento.export.model import Encoder
 
@@ -137,12 +157,16 @@ def sentence_transformers(texts: Texts, checkpoint_dir: Path, batch: int = 32) -
     return run
 
 
-def service_load(target: str, texts: Texts, *, clients: int, per_call: int, attention: Attention | None = None) -> Workload:
+def service_load(
+    target: str, texts: Texts, *, clients: int, per_call: int, attention: Attention | None = None
+) -> Workload:
     """``clients`` concurrent callers, each sending ``per_call`` texts per call until all are embedded."""
     chunks = [texts.lines[i : i + per_call] for i in range(0, len(texts.lines), per_call)]
 
     async def drive() -> Measurement:
-        async with AsyncClient(target, timeout=300) as client:
+        # Retries off: the load generator shares the machine's two cores with the server, so it
+        # should cost as little as a client can (gRPC's retry buffering costs ~0.3 ms a call).
+        async with AsyncClient(target, timeout=300, retry=None) as client:
             queue = list(reversed(chunks))
             latencies: list[float] = []
             tokens = 0
@@ -161,6 +185,22 @@ def service_load(target: str, texts: Texts, *, clients: int, per_call: int, atte
             return Measurement(time.perf_counter() - start, len(texts.lines), tokens, latencies)
 
     return lambda: asyncio.run(drive())
+
+
+def service_latency(target: str, texts: Texts, attention: Attention | None = None) -> Workload:
+    """One caller, one text per call, with the blocking client: latency as a single user sees it."""
+
+    def run() -> Measurement:
+        latencies, tokens = [], 0
+        with Client(target, timeout=60, retry=None) as client:
+            for line in texts.lines:
+                began = time.perf_counter()
+                result = client.embed(line, truncate=True, attention=attention)
+                latencies.append(time.perf_counter() - began)
+                tokens += result.usage.tokens
+        return Measurement(sum(latencies), len(texts.lines), tokens, latencies)
+
+    return run
 
 
 def median_of(measurements: Sequence[Measurement], key: Callable[[Measurement], float]) -> float:

