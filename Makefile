@@ -74,5 +74,10 @@ proto: $(VENV)/.installed
 bench: $(VENV)/.installed bundle
 	$(PY) -m tests.bench $(BENCH_ARGS)
 
+# The full reliability runs (60 s of load, 20 000 soak calls, 2 000 fuzzed inputs per check, ...):
+# prints the summary table and writes it into BENCHMARKS.md. `make test` runs the short variants.
+soak: $(VENV)/.installed
+	ATENTO_SOAK=1 $(PY) -m pytest tests/reliability $(PYTEST_ARGS)
+
 clean:
 	rm -rf $(VENV) $(TOOLS) build .pytest_cache .mypy_cache .ruff_cache

@@ -22,7 +22,7 @@ import numpy as np
 from .errors import DeadlineExceeded, NotReady, Overloaded
 from .metrics import Metrics
 from .runtime import Runtime
-from .tokenizer import Encoded, pack_rows
+from .tokenizer import Encoded, pack_by_width
 
 log = logging.getLogger("atento.batcher")
 
@@ -199,14 +199,22 @@ class Batcher:
         return rows * width * width * self._attention_bytes_per_cell <= self.limits.max_attention_batch_bytes
 
     def _compute(self, batch: list[WorkItem]) -> list[ItemOutput]:
-        """In a worker thread: pad, run ONNX Runtime, slice each text's rows back out."""
+        """In a worker thread: pack (``pack_by_width``), run ONNX Runtime, slice each text back out."""
         start = time.perf_counter()
-        inputs, places = pack_rows([item.encoded for item in batch], self.limits.row_tokens)
         attention = batch[0].attention
-        outputs = self.runtime.run(inputs, attention=attention)
+        hidden: list[np.ndarray | None] = [None] * len(batch)
+        maps: list[np.ndarray | None] = [None] * len(batch)
+        padded = real = 0
+        for inputs, group, places in pack_by_width([item.encoded for item in batch], self.limits.row_tokens):
+            outputs = self.runtime.run(inputs, attention=attention)
+            padded += inputs["input_ids"].size
+            for i, place in zip(group, places, strict=True):
+                text = slice(place.start, place.start + place.length)
+                hidden[i] = outputs.hidden[place.row, text]
+                if outputs.attentions is not None:
+                    maps[i] = outputs.attentions[place.row, :, :, text, text]
+                real += place.length
         inference_s = time.perf_counter() - start
-        padded = inputs["input_ids"].size
-        real = sum(place.length for place in places)
         self._tokens_per_second = 0.8 * self._tokens_per_second + 0.2 * (real / max(inference_s, 1e-6))
         graph = "encoder_attn" if attention else "encoder"
         m = self.metrics
@@ -217,11 +225,10 @@ class Batcher:
         m.texts.inc(len(batch))
         m.tokens.inc(real)
         results = []
-        for item, place in zip(batch, places, strict=True):
+        for item, states, attn in zip(batch, hidden, maps, strict=True):
+            assert states is not None
             queue_s = start - item.enqueued
             m.queue_duration.observe(queue_s)
-            m.input_tokens.observe(place.length)
-            text = slice(place.start, place.start + place.length)
-            attn = outputs.attentions[place.row, :, :, text, text] if outputs.attentions is not None else None
-            results.append(ItemOutput(outputs.hidden[place.row, text], attn, queue_s, inference_s))
+            m.input_tokens.observe(len(item))
+            results.append(ItemOutput(states, attn, queue_s, inference_s))
         return results

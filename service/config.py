@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     # Batching: one queue between the RPCs and ONNX Runtime.
     max_batch_tokens: int = Field(8192, ge=1, description="tokens per batch (texts are packed several to a row)")
     max_batch_size: int = Field(64, ge=1, description="texts per batch")
-    row_tokens: int = Field(128, ge=1, description="how wide packed rows are (a longer text widens its batch)")
+    row_tokens: int = Field(64, ge=1, description="how wide packed rows are (a longer text widens its batch)")
     inference_workers: int = Field(1, ge=1, description="batches run at once (each on intra_op_threads threads)")
     max_wait_ms: float = Field(0.0, ge=0, description="how long an idle batcher waits for more texts; 0 = none")
     max_attention_batch_mib: int = Field(256, ge=1, description="attention probabilities per batch, in MiB")

@@ -91,6 +91,9 @@ class Metrics:
         self.queue_depth = Gauge("atento_queue_depth", "Texts waiting for a batch", registry=registry)
         self.queue_capacity = Gauge("atento_queue_capacity", "The queue bound, in texts", registry=registry)
         self.in_flight = Gauge("atento_in_flight_requests", "RPCs being worked on", ["method"], registry=registry)
+        self.stream_tasks = Gauge(
+            "atento_stream_tasks", "Tasks EmbedStream calls have running (readers and requests)", registry=registry
+        )
         self.rejected = Counter(
             "atento_rejected_requests", "Requests refused before any work, by reason", ["reason"], registry=registry
         )

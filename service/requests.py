@@ -6,10 +6,12 @@ counts (``check_lengths``, ``check_response_size``), which run right after token
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from atento.v1 import encoder_pb2 as pb
+from google.protobuf.message import DecodeError
 
 from .bundle import ModelSpec
 from .config import Settings
@@ -17,6 +19,7 @@ from .errors import FailedPrecondition, InvalidArgument
 from .tokenizer import Encoded
 
 # Proto enums arrive as plain ints, unknown values included: these tables say which are known.
+T = TypeVar("T")
 POOLING: dict[int, str | None] = {pb.POOLING_MEAN: "mean", pb.POOLING_CLS: "cls", pb.POOLING_NONE: None}
 DTYPES: dict[int, pb.DType] = {
     pb.DTYPE_UNSPECIFIED: pb.DTYPE_FLOAT32,
@@ -25,6 +28,33 @@ DTYPES: dict[int, pb.DType] = {
 }
 TRUNCATIONS: dict[int, bool] = {pb.TRUNCATION_UNSPECIFIED: False, pb.TRUNCATION_ERROR: False, pb.TRUNCATION_CUT: True}
 BYTES_PER_VALUE: dict[int, int] = {pb.DTYPE_FLOAT32: 4, pb.DTYPE_FLOAT16: 2}
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """What the lenient deserializer hands over for bytes that do not parse as the request message."""
+
+    message: str
+    error: str
+
+
+def lenient(message_type: Any) -> Callable[[bytes], Any]:
+    """A request deserializer that never raises: gRPC would answer a parse failure with INTERNAL."""
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as error:
+            return Malformed(message_type.DESCRIPTOR.name, str(error) or "truncated or invalid protobuf")
+
+    return parse
+
+
+def well_formed(request: T, field: str = "request") -> T:
+    """The request, or INVALID_ARGUMENT when its bytes did not parse."""
+    if isinstance(request, Malformed):
+        raise InvalidArgument(field, f"not a valid {request.message}: {request.error}")
+    return request
 
 
 @dataclass(frozen=True)

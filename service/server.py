@@ -14,7 +14,7 @@ import signal
 from pathlib import Path
 
 import grpc
-from atento.v1 import encoder_pb2, encoder_pb2_grpc
+from atento.v1 import encoder_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -25,7 +25,7 @@ from .bundle import Bundle, BundleError, read_bundle
 from .config import Settings
 from .metrics import Metrics
 from .runtime import ProviderError, Runtime
-from .servicer import EncoderServicer, Engine, atento_version
+from .servicer import EncoderServicer, Engine, atento_version, rpc_handlers
 from .tokenizer import TextTokenizer
 
 log = logging.getLogger("atento.server")
@@ -63,16 +63,20 @@ def _grpc_options(settings: Settings) -> list[tuple[str, int]]:
     return options
 
 
+def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    pair = (_read(settings.tls_key, "TLS key"), _read(settings.tls_cert, "TLS certificate"))
+    client_ca = _read(settings.tls_client_ca, "TLS client CA") if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)
+
+
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:
     address = f"{settings.host}:{settings.port}"
+    credentials = _credentials(settings)  # unreadable files fail here, naming the file
     try:
-        if settings.tls_cert is None or settings.tls_key is None:
+        if credentials is None:
             return int(server.add_insecure_port(address))
-        pair = (_read(settings.tls_key, "TLS key"), _read(settings.tls_cert, "TLS certificate"))
-        client_ca = _read(settings.tls_client_ca, "TLS client CA") if settings.tls_client_ca else None
-        credentials = grpc.ssl_server_credentials(
-            [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
-        )
         return int(server.add_secure_port(address, credentials))
     except RuntimeError as error:
         raise StartupError(
@@ -111,7 +115,7 @@ class AtentoServer:
             options=_grpc_options(settings),
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
         )
-        encoder_pb2_grpc.add_EncoderServicer_to_server(self.servicer, server)  # type: ignore[no-untyped-call]
+        server.add_generic_rpc_handlers((rpc_handlers(self.servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = (ENCODER_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)

@@ -7,9 +7,10 @@ errors to their status through ``errors.status_for`` (the one table).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from typing import Any, TypeVar
@@ -81,7 +82,10 @@ class EncoderServicer(pb_grpc.EncoderServicer):
             if self.draining:
                 work.close()
                 raise NotReady("the server is shutting down; retry on another replica")
-            return await work
+            result = await work
+            if context.cancelled():  # the client went away: a stream can end "normally" after that
+                code = grpc.StatusCode.CANCELLED
+            return result
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise
@@ -116,6 +120,7 @@ class EncoderServicer(pb_grpc.EncoderServicer):
         self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext, prefix: str = ""
     ) -> pb.EmbedResponse:
         received = time.perf_counter()
+        request = requests.well_formed(request, prefix.removesuffix(".") or "request")
         engine = self.ready()
         model = engine.bundle.model
         options = requests.embed_options(request, model, self.settings, engine.runtime.has_attention, prefix)
@@ -145,41 +150,62 @@ class EncoderServicer(pb_grpc.EncoderServicer):
     async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
         return await self._observe("Embed", context, self._embed(request, context))
 
+    def _track(self, task: asyncio.Task[T]) -> asyncio.Task[T]:
+        """Count a task the stream created until it ends (atento_stream_tasks), so leaks show."""
+        self.metrics.stream_tasks.inc()
+        task.add_done_callback(lambda _: self.metrics.stream_tasks.dec())
+        return task
+
     async def EmbedStream(
         self, request_iterator: AsyncIterator[pb.EmbedRequest], context: grpc.aio.ServicerContext
     ) -> None:
-        """Up to ``stream_window`` requests in flight; responses leave in request order."""
-        window: asyncio.Queue[asyncio.Task[pb.EmbedResponse] | None] = asyncio.Queue(self.settings.stream_window)
+        """Up to ``stream_window`` requests in flight; responses leave in request order.
+
+        A reader task takes requests as the window has room, so a client that stops reading
+        responses is held back by flow control; whatever way the call ends (done, failed,
+        cancelled, client gone), every task it started is cancelled before the handler returns.
+        """
+        window: asyncio.Queue[asyncio.Task[pb.EmbedResponse] | BaseException | None] = asyncio.Queue(
+            self.settings.stream_window
+        )
 
         async def read() -> None:
+            index = 0
             try:
-                index = 0
                 async for request in request_iterator:
-                    await window.put(asyncio.create_task(self._embed(request, context, f"requests[{index}].")))
+                    task = self._track(asyncio.create_task(self._embed(request, context, f"requests[{index}].")))
+                    await window.put(task)
                     index += 1
-            finally:
-                await window.put(None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a broken request stream: answered in order, after what came before
+                await window.put(error)
+                return
+            await window.put(None)
 
-        async def respond() -> AsyncIterator[pb.EmbedResponse]:
-            reader = asyncio.create_task(read())
+        async def respond() -> AsyncGenerator[pb.EmbedResponse, None]:
+            reader = self._track(asyncio.create_task(read()))
             try:
-                while (task := await window.get()) is not None:
-                    yield await task
-                await reader  # surfaces a failure to read the request stream
+                while (item := await window.get()) is not None:
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield await item
             finally:
                 reader.cancel()
                 while not window.empty():
-                    if (pending := window.get_nowait()) is not None:
+                    if isinstance(pending := window.get_nowait(), asyncio.Task):
                         pending.cancel()
 
         async def stream() -> None:
-            async for response in respond():
-                await context.write(response)
+            async with contextlib.aclosing(respond()) as responses:  # closed now, not whenever GC runs
+                async for response in responses:
+                    await context.write(response)
 
         await self._observe("EmbedStream", context, stream())
 
     async def Tokenize(self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext) -> pb.TokenizeResponse:
         async def tokenize() -> pb.TokenizeResponse:
+            requests.well_formed(request)
             engine = self.ready()
             requests.check_texts(request.texts, self.settings)
             cut = requests.check_truncation(request.truncation, "truncation")
@@ -223,3 +249,23 @@ class EncoderServicer(pb_grpc.EncoderServicer):
             attention_available=engine.runtime.has_attention,
             precision=engine.bundle.graphs["encoder"].precision,
         )
+
+
+def rpc_handlers(servicer: EncoderServicer) -> grpc.GenericRpcHandler:
+    """The Encoder service's handlers, with request parsing that cannot fail (see requests.lenient)."""
+    unary, streaming = grpc.unary_unary_rpc_method_handler, grpc.stream_stream_rpc_method_handler
+    return grpc.method_handlers_generic_handler(
+        "atento.v1.Encoder",
+        {
+            "Embed": unary(servicer.Embed, requests.lenient(pb.EmbedRequest), pb.EmbedResponse.SerializeToString),
+            "EmbedStream": streaming(
+                servicer.EmbedStream, requests.lenient(pb.EmbedRequest), pb.EmbedResponse.SerializeToString
+            ),
+            "Tokenize": unary(
+                servicer.Tokenize, requests.lenient(pb.TokenizeRequest), pb.TokenizeResponse.SerializeToString
+            ),
+            "GetModelInfo": unary(
+                servicer.GetModelInfo, requests.lenient(pb.GetModelInfoRequest), pb.ModelInfo.SerializeToString
+            ),
+        },
+    )

@@ -19,7 +19,7 @@ import onnxruntime as ort
 from atento.client import AsyncClient, Attention, Client
 from atento.service.config import Settings
 from atento.service.pooling import l2_normalize, pool, pool_text
-from atento.service.tokenizer import TextTokenizer, pack_rows, pad_batch
+from atento.service.tokenizer import TextTokenizer, pack_by_width, pad_batch
 
 ROW_TOKENS = Settings().row_tokens  # the service's default packing
 
@@ -88,10 +88,10 @@ def ort_in_process(
         for indices in texts.batches(batch, by_length=by_length):
             encoded = texts.tokenizer.encode_batch([texts.lines[i] for i in indices])
             if packed:
-                inputs, places = pack_rows(encoded, packed)
-                (hidden,) = session.run(None, {n: inputs[n] for n in names})
-                for p in places:
-                    pool_text(hidden[p.row, p.start : p.start + p.length], "mean", True)
+                for inputs, _, places in pack_by_width(encoded, packed):
+                    (hidden,) = session.run(None, {n: inputs[n] for n in names})
+                    for p in places:
+                        pool_text(hidden[p.row, p.start : p.start + p.length], "mean", True)
             else:
                 inputs = pad_batch(encoded)
                 (hidden,) = session.run(None, {n: inputs[n] for n in names})

@@ -14,7 +14,7 @@ from atento.service.config import Settings
 from atento.service.errors import DeadlineExceeded, NotReady, Overloaded
 from atento.service.metrics import Metrics
 from atento.service.runtime import Runtime
-from atento.service.tokenizer import Encoded, pack_rows
+from atento.service.tokenizer import Encoded, pack_by_width, pack_rows
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +114,11 @@ def test_expired_texts_are_dropped_not_computed(runtime: Runtime) -> None:
         assert metrics.registry.get_sample_value("atento_dropped_texts_total", {"reason": "deadline"}) == 1
 
     asyncio.run(scenario())
+
+
+def test_long_texts_run_apart_from_the_packed_short_ones() -> None:
+    encoded = [text(n) for n in (10, 200, 20, 90, 30)]
+    runs = pack_by_width(encoded, row_tokens=64)
+    (short_inputs, short, _), (long_inputs, long, _) = runs
+    assert short == [0, 2, 4] and short_inputs["input_ids"].shape == (1, 60)  # 60 tokens: one row, no wider
+    assert long == [1, 3] and long_inputs["input_ids"].shape == (2, 200)  # as wide as the longest
