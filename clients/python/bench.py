@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .aio import AsyncClient
+from .commands import connection_options
 from .errors import AtentoError
 
 
@@ -139,19 +140,8 @@ def run_bench(args: argparse.Namespace) -> int:
     texts = sample_texts(args.texts)
     if len(texts) < args.batch:
         raise ValueError(f"--batch {args.batch} is more than the {len(texts)} texts available")
-    targets = [t.strip() for t in args.target.split(",") if t.strip()]
-
     async def main() -> Figures:
-        async with AsyncClient(
-            targets if len(targets) > 1 else targets[0],
-            tls=args.tls,
-            root_certificates=args.root_cert,
-            client_certificate=args.client_cert,
-            client_key=args.client_key,
-            server_name=args.server_name,
-            token=args.token,
-            timeout=args.timeout,
-        ) as client:
+        async with AsyncClient(**connection_options(args)) as client:
             await client.embed(texts[: args.batch], truncate=True)  # one warm-up call, not counted
             return await drive(args, client, texts)
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import numpy as np
 from atento.v1 import encoder_pb2 as pb
-from atento.v1 import encoder_pb2_grpc as pb_grpc
 
 from . import health
-from .connection import DEFAULT_TARGET, Connection, Retry
+from .base import DEFAULT, ClientBase
 from .errors import from_rpc_error
 from .messages import Attention, DTypeName, PoolingName, embed_request, tokenize_request
 from .results import (
@@ -28,61 +26,13 @@ from .results import (
 )
 from .similarity import cosine_matrix
 
-T = TypeVar("T")
-DEFAULT = object()  # "use the connection's default timeout"
 
-
-class Client:
-    """A blocking atento client. Use it as a context manager, or call ``close``.
-
-    ``target`` is one `host:port`, a `dns:///name:port` (round-robin over every address the name
-    has, e.g. a headless Kubernetes Service), or several IP `host:port` targets.
-    """
-
-    def __init__(
-        self,
-        target: str | Sequence[str] = DEFAULT_TARGET,
-        *,
-        tls: bool = False,
-        root_certificates: bytes | str | Path | None = None,
-        client_certificate: bytes | str | Path | None = None,
-        client_key: bytes | str | Path | None = None,
-        server_name: str | None = None,
-        token: str | None = None,
-        timeout: float | None = 30.0,
-        retry: Retry | None = Retry(),  # noqa: B008 (frozen, shared safely)
-        keepalive_s: float = 30.0,
-    ) -> None:
-        self.connection = Connection.build(
-            target,
-            tls=tls,
-            root_certificates=root_certificates,
-            client_certificate=client_certificate,
-            client_key=client_key,
-            server_name=server_name,
-            token=token,
-            timeout=timeout,
-            retry=retry,
-            keepalive_s=keepalive_s,
-        )
-        conn = self.connection
-        credentials = conn.credentials()
-        if credentials is None:
-            self._channel = grpc.insecure_channel(conn.target, options=conn.options())
-        else:
-            self._channel = grpc.secure_channel(conn.target, credentials, options=conn.options())
-        self._stub = pb_grpc.EncoderStub(self._channel)  # type: ignore[no-untyped-call]
-        self._health = self._channel.unary_unary(
-            health.CHECK_METHOD, request_serializer=health.serialize_request, response_deserializer=None
-        )
-
-    def _timeout(self, timeout: Any) -> float | None:
-        seconds: float | None = self.connection.timeout if timeout is DEFAULT else timeout
-        return seconds
+class Client(ClientBase):
+    """A blocking atento client. Use it as a context manager, or call ``close``."""
 
     def _call(self, method: Any, request: Any, timeout: Any) -> Any:
         try:
-            return method(request, timeout=self._timeout(timeout), metadata=self.connection.metadata())
+            return method(request, timeout=self._seconds(timeout), metadata=self.connection.metadata())
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 

@@ -8,24 +8,30 @@ import sys
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .client import Client
 
 
-def connect(args: argparse.Namespace) -> Client:
+def connection_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The client keyword arguments the connection flags give (see cli.client_options)."""
     targets = [t.strip() for t in args.target.split(",") if t.strip()]
-    return Client(
-        targets if len(targets) > 1 else targets[0],
-        tls=args.tls,
-        root_certificates=args.root_cert,
-        client_certificate=args.client_cert,
-        client_key=args.client_key,
-        server_name=args.server_name,
-        token=args.token,
-        timeout=args.timeout,
-    )
+    return {
+        "target": targets if len(targets) > 1 else targets[0],
+        "tls": args.tls,
+        "root_certificates": args.root_cert,
+        "client_certificate": args.client_cert,
+        "client_key": args.client_key,
+        "server_name": args.server_name,
+        "token": args.token,
+        "timeout": args.timeout,
+    }
+
+
+def connect(args: argparse.Namespace) -> Client:
+    return Client(**connection_options(args))
 
 
 def read_lines(path: str) -> Iterator[str]:
