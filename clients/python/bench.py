@@ -140,6 +140,7 @@ def run_bench(args: argparse.Namespace) -> int:
     texts = sample_texts(args.texts)
     if len(texts) < args.batch:
         raise ValueError(f"--batch {args.batch} is more than the {len(texts)} texts available")
+
     async def main() -> Figures:
         async with AsyncClient(**connection_options(args)) as client:
             await client.embed(texts[: args.batch], truncate=True)  # one warm-up call, not counted
