@@ -69,10 +69,18 @@ def test_a_stream_that_is_not_read_stalls_nobody_else(minilm_bundle: Path, recor
                 response_deserializer=pb.EmbedResponse.FromString,
             )(flood(), timeout=120)
             assert wait_for(lambda: server.metric("atento_in_flight_requests", method="EmbedStream") == 1)
-            time.sleep(2)  # let the unread responses fill every window
-            computed = server.metric("atento_texts_total")
-            time.sleep(1)
-            assert server.metric("atento_texts_total") == computed  # held back: nothing more is computed for it
+            # The unread responses fill every window, then computing for it stops: the count holds
+            # still for a whole second (how soon depends on the machine's speed, so poll for it).
+            computed = -1.0
+
+            def held_still() -> bool:
+                nonlocal computed
+                before = server.metric("atento_texts_total")
+                time.sleep(1)
+                computed = server.metric("atento_texts_total")
+                return computed == before
+
+            assert wait_for(held_still, seconds=60), "computing for the unread stream never stopped"
             assert computed < 400 * 8 / 4  # it stopped long before its 400 requests
             stub = server.stub()
             latencies = []

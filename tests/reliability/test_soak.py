@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from atento.client import AsyncClient, Attention
 
 from tests.reliability.conftest import proc_status, scale
@@ -55,6 +56,8 @@ def settle(server: ServerProcess) -> dict[str, int]:
     return proc_status(server.process.pid)
 
 
+# 20 000 mixed calls take ~17 minutes on 2 cores: past the suite's 10-minute per-test limit.
+@pytest.mark.timeout(scale(600, 2700))
 def test_soak_returns_to_its_baseline(minilm_bundle: Path, record: Callable[..., None]) -> None:
     calls = scale(1000, 20000)
     with running_server(minilm_bundle) as server:
