@@ -99,9 +99,10 @@ class EncoderServicer(pb_grpc.EncoderServicer):
             self._active -= 1
             if not self._active:
                 self._idle.set()
-            self.metrics.in_flight.labels(method).dec()
+            # Counted before it leaves the in-flight gauge: a scrape that sees it gone sees it counted.
             self.metrics.requests.labels(method, code.name).inc()
             self.metrics.request_duration.labels(method, code.name).observe(time.perf_counter() - start)
+            self.metrics.in_flight.labels(method).dec()
 
     async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
