@@ -61,6 +61,9 @@ class Settings(BaseSettings):
 
     # Lifecycle.
     drain_seconds: float = Field(30.0, ge=0, description="on SIGTERM, how long in-flight calls may take to finish")
+    drain_notice_seconds: float = Field(
+        1.0, ge=0, description="on SIGTERM, how long health says NOT_SERVING before connections close (within drain)"
+    )
     max_connection_age_s: float = Field(
         0.0, ge=0, description="close connections this old so clients re-resolve and find new replicas; 0 = never"
     )

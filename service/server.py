@@ -178,16 +178,22 @@ class AtentoServer:
 
     async def drain(self) -> None:
         """Refuse new work, let in-flight calls finish within drain_seconds, then stop."""
-        log.info("draining: in-flight calls have %.0f s to finish", self.settings.drain_seconds)
+        settings, loop = self.settings, asyncio.get_running_loop()
+        deadline = loop.time() + settings.drain_seconds
+        log.info("draining: in-flight calls have %.0f s to finish", settings.drain_seconds)
         self.servicer.draining = True
         self.metrics.ready.set(0)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        # The server keeps accepting connections meanwhile, so probes still get answers (liveness
-        # SERVING, readiness NOT_SERVING) and new calls a clear UNAVAILABLE instead of a refused connection.
+        # The server keeps its connections open meanwhile, so probes still get answers (liveness
+        # SERVING, readiness NOT_SERVING) and new calls a retryable UNAVAILABLE. Closing them at once
+        # would cancel the calls already on the wire: the notice lets clients that watch health (the
+        # SDK does) stop sending here first, and calls already picked arrive while we still refuse.
+        await asyncio.sleep(min(settings.drain_notice_seconds, settings.drain_seconds))
         try:
-            await asyncio.wait_for(self.servicer.drained(), self.settings.drain_seconds)
+            await asyncio.wait_for(self.servicer.drained(), max(0.0, deadline - loop.time()))
         except TimeoutError:
-            log.warning("drain: calls still in flight after %.0f s are cancelled", self.settings.drain_seconds)
+            log.warning("drain: calls still in flight after %.0f s are cancelled", settings.drain_seconds)
+        log.info("drained: %d calls refused while draining", self.servicer.refused_while_draining)
         if self.server is not None:
             await self.server.stop(1.0)  # health watches and reflection streams end here
         if self._batcher is not None:

@@ -58,6 +58,7 @@ class EncoderServicer(pb_grpc.EncoderServicer):
         self.settings, self.metrics = settings, metrics
         self.engine: Engine | None = None  # set when warm; None while loading
         self.draining = False
+        self.refused_while_draining = 0
         self._active = 0  # calls in flight, for the drain
         self._idle = asyncio.Event()
         self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="atento-cpu")
@@ -81,6 +82,7 @@ class EncoderServicer(pb_grpc.EncoderServicer):
         try:
             if self.draining:
                 work.close()
+                self.refused_while_draining += 1
                 raise NotReady("the server is shutting down; retry on another replica")
             result = await work
             if context.cancelled():  # the client went away: a stream can end "normally" after that

@@ -134,7 +134,8 @@ class AsyncClient(ClientBase):
         return cosine_matrix(first, first if b is None else await vectors(b))
 
     async def close(self) -> None:
-        await self._channel.close()
+        for channel in self._channels():
+            await channel.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self

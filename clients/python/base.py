@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,7 +20,10 @@ DEFAULT = object()  # "use the connection's default timeout"
 class ClientBase:
     """``target`` is one `host:port`, a `dns:///name:port` (round-robin over every address the name
     has, e.g. a headless Kubernetes Service), or several IP `host:port` targets. Certificates and
-    keys are PEM bytes or file paths; ``retry=None`` turns retries off."""
+    keys are PEM bytes or file paths; ``retry=None`` turns retries off. With ``health_check`` (the
+    default) calls go only to replicas whose readiness is SERVING, and wait while none is: a draining
+    or loading replica gets no new calls. Turn it off when the server requires the token for health
+    (``--auth-exempt-health false``), since gRPC's health watch cannot carry it."""
 
     channels: ModuleType = grpc  # grpc or grpc.aio: both open channels the same way
 
@@ -36,6 +40,7 @@ class ClientBase:
         timeout: float | None = 30.0,
         retry: Retry | None = Retry(),  # noqa: B008 (frozen, shared safely)
         keepalive_s: float = 30.0,
+        health_check: bool = True,
     ) -> None:
         self.connection = conn = Connection.build(
             target,
@@ -48,16 +53,25 @@ class ClientBase:
             timeout=timeout,
             retry=retry,
             keepalive_s=keepalive_s,
+            health_check=health_check,
         )
-        credentials = conn.credentials()
-        if credentials is None:
-            self._channel: Any = self.channels.insecure_channel(conn.target, options=conn.options())
-        else:
-            self._channel = self.channels.secure_channel(conn.target, credentials, options=conn.options())
+        self._channel = self._open(conn)
         self._stub = pb_grpc.EncoderStub(self._channel)  # type: ignore[no-untyped-call]
-        self._health = self._channel.unary_unary(
+        # Calls only go to replicas whose health says SERVING; `health()` must reach the others too,
+        # so it has a channel of its own that does not watch health.
+        self._probe_channel = self._open(replace(conn, health_check=False)) if health_check else self._channel
+        self._health = self._probe_channel.unary_unary(
             health.CHECK_METHOD, request_serializer=health.serialize_request, response_deserializer=None
         )
+
+    def _open(self, conn: Connection) -> Any:
+        credentials = conn.credentials()
+        if credentials is None:
+            return self.channels.insecure_channel(conn.target, options=conn.options())
+        return self.channels.secure_channel(conn.target, credentials, options=conn.options())
+
+    def _channels(self) -> list[Any]:
+        return [self._channel] if self._probe_channel is self._channel else [self._channel, self._probe_channel]
 
     def _seconds(self, timeout: Any) -> float | None:
         seconds: float | None = self.connection.timeout if timeout is DEFAULT else timeout

@@ -37,6 +37,11 @@ def client_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--server-name", help="TLS name to check when it differs from the target's host")
     group.add_argument("--token", default=os.environ.get("ATENTO_TOKEN"), help="bearer token (env ATENTO_TOKEN)")
     group.add_argument("--timeout", type=float, default=30.0, help="deadline per call, in seconds (default 30)")
+    group.add_argument(
+        "--no-health-check",
+        action="store_true",
+        help="send calls without watching the servers' readiness (for servers that require the token for health)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:

@@ -138,7 +138,8 @@ class Client(ClientBase):
         return cosine_matrix(first, first if b is None else vectors(b))
 
     def close(self) -> None:
-        self._channel.close()
+        for channel in self._channels():
+            channel.close()
 
     def __enter__(self) -> Client:
         return self

@@ -27,6 +27,7 @@ def connection_options(args: argparse.Namespace) -> dict[str, Any]:
         "server_name": args.server_name,
         "token": args.token,
         "timeout": args.timeout,
+        "health_check": not args.no_health_check,
     }
 
 

@@ -5,6 +5,8 @@ exponential backoff, and gRPC waits the server's `grpc-retry-pushback-ms` hint b
 overloaded call. Calls wait for a ready connection (so a call made while a server restarts goes
 through once it is back, within its deadline), and several targets or `dns:///name:port` are
 balanced round-robin per call: how a client spreads load over a headless Kubernetes Service.
+Balancing skips replicas whose readiness health is not SERVING (gRPC client-side health checking),
+so a draining replica stops getting calls before it closes its connections.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+HEALTH_SERVICE = "atento.v1.Encoder"  # the server's readiness: SERVING once warm, NOT_SERVING while draining
 MAX_MESSAGE_BYTES = 256 << 20  # attention maps of long texts are large
 
 
@@ -54,6 +57,7 @@ class Connection:
     timeout: float | None = 30.0
     retry: Retry | None = field(default_factory=Retry)
     keepalive_s: float = 30.0
+    health_check: bool = True
 
     @classmethod
     def build(
@@ -69,6 +73,7 @@ class Connection:
         timeout: float | None = 30.0,
         retry: Retry | None = Retry(),
         keepalive_s: float = 30.0,
+        health_check: bool = True,
     ) -> Connection:
         targets = (target,) if isinstance(target, str) else tuple(target)
         if not targets:
@@ -87,6 +92,7 @@ class Connection:
             timeout=timeout,
             retry=retry,
             keepalive_s=keepalive_s,
+            health_check=health_check,
         )
 
     @property
@@ -111,7 +117,10 @@ class Connection:
                 "backoffMultiplier": self.retry.multiplier,
                 "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
             }
-        return json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": [method]})
+        config: dict[str, Any] = {"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": [method]}
+        if self.health_check:
+            config["healthCheckConfig"] = {"serviceName": HEALTH_SERVICE}
+        return json.dumps(config)
 
     def options(self) -> list[tuple[str, Any]]:
         options: list[tuple[str, Any]] = [

@@ -62,8 +62,16 @@ def test_unavailable_while_draining(tiny_bundle: Path) -> None:
         server.process.send_signal(signal.SIGTERM)
         while server.health("") != 2:  # NOT_SERVING
             time.sleep(0.01)
-        with Client(server.target, retry=None) as client, pytest.raises(UnavailableError, match="shutting down"):
-            client.embed("x")
+        # A client that does not watch health sends the call, and hears why it was refused.
+        blind = Client(server.target, retry=None, health_check=False)
+        with blind, pytest.raises(UnavailableError, match="shutting down"):
+            blind.embed("x")
+        # One that does (the default) holds the call back, while health() still reaches the server.
+        with Client(server.target, timeout=1) as watching:
+            assert watching.health() == "NOT_SERVING" and watching.health("liveness") == "SERVING"
+            with pytest.raises(DeadlineExceededError):
+                watching.embed("x")
+        assert server.metric("atento_requests_total", method="Embed", code="UNAVAILABLE") == 1
         release.set()
         list(stream)
 

@@ -118,3 +118,6 @@ def test_health_can_be_closed_too(tiny_bundle: Path) -> None:
             anonymous.health()
         with Client(server.target, token=TOKEN, timeout=30) as client:
             assert client.health() in ("SERVING", "NOT_SERVING")
+        # gRPC's own health watch cannot carry the token, so such a server's clients turn it off.
+        with Client(server.target, token=TOKEN, timeout=30, health_check=False) as client:
+            assert client.embed("health is closed, calls still work").embeddings is not None
