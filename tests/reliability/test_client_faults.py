@@ -123,9 +123,11 @@ def test_a_client_that_vanishes_mid_stream_leaves_no_task(tiny_bundle: Path, rec
         assert client.returncode == -9
         assert wait_for(lambda: server.metric("atento_in_flight_requests", method="EmbedStream") == 0)
         assert wait_for(lambda: server.metric("atento_stream_tasks") == 0)
-        # Counted once and never as our error. Usually CANCELLED; now and then the transport reports
-        # the vanished peer another way first (an open question, see the closing note of 2026-11-22).
-        codes = ("CANCELLED", "UNAVAILABLE", "UNKNOWN", "OK")
+        # Counted once and never as our error: CANCELLED when gRPC cancels the handler first, OK
+        # (about half the time here) when the dropped connection reaches the handler as the end of
+        # the requests and it finishes its window into the void. grpc.aio tells the two apart
+        # nowhere: even a done callback's context.cancelled() is False in both.
+        codes = ("CANCELLED", "OK")
         assert wait_for(
             lambda: sum(server.metric("atento_requests_total", method="EmbedStream", code=c) for c in codes) == 1
         )
