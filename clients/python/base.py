@@ -23,7 +23,7 @@ class ClientBase:
     keys are PEM bytes or file paths; ``retry=None`` turns retries off. With ``health_check`` (the
     default) calls go only to replicas whose readiness is SERVING, and wait while none is: a draining
     or loading replica gets no new calls. Turn it off when the server requires the token for health
-    (``--auth-exempt-health false``), since gRPC's health watch cannot carry it."""
+    (``--no-auth-exempt-health``), since gRPC's health watch cannot carry it."""
 
     channels: ModuleType = grpc  # grpc or grpc.aio: both open channels the same way
 
