@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from atento.service.bundle import ATTENTION_GRAPH, FAST_GRAPH, Bundle, read_bundle, sha256_file, write_manifest
+from atento.service.bundle import Bundle, GraphRole, Precision, read_bundle, sha256_file, write_manifest
 
 from .checkpoint import Checkpoint, load_encoder
 from .onnx_export import ATTENTION_OP, ExportedGraph, export_graph
@@ -60,7 +60,7 @@ def write_tokenizer(checkpoint: Checkpoint, path: Path) -> None:
     path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
 
 
-def graph_entry(graph: ExportedGraph, quantize: str | None) -> dict[str, Any]:
+def graph_entry(graph: ExportedGraph, precision: Precision) -> dict[str, Any]:
     return {
         "file": graph.path.name,
         "sha256": sha256_file(graph.path),
@@ -71,7 +71,7 @@ def graph_entry(graph: ExportedGraph, quantize: str | None) -> dict[str, Any]:
         "attention_op": ATTENTION_OP,
         "attention_nodes": graph.op_counts.get(ATTENTION_OP, 0),
         "softmax_nodes": graph.op_counts.get("Softmax", 0),
-        "precision": quantize or "fp32",
+        "precision": precision.value,
     }
 
 
@@ -90,7 +90,7 @@ def quantize_bundle(source: Path, out: Path, *, report: Reporter = print, force:
     """An int8 variant of an fp32 bundle, without torch: the graphs are rewritten, the manifest kept
     (with the int8-vs-fp32 cosines added and the source bundle named in its provenance)."""
     original = read_bundle(source)
-    if any(graph.precision != "fp32" for graph in original.graphs.values()):
+    if any(graph.precision is not Precision.FP32 for graph in original.graphs.values()):
         raise ValueError(f"{source} is not an fp32 bundle")
     if out.exists() and any(out.iterdir()) and not force:
         raise FileExistsError(f"{out} exists and is not empty (pass --force to replace it)")
@@ -105,7 +105,7 @@ def quantize_bundle(source: Path, out: Path, *, report: Reporter = print, force:
             check_tolerances(manifest["parity"])
         with progress.step(f"writing manifest and moving the bundle to {out}"):
             for graph in manifest["graphs"].values():
-                graph.update(sha256=sha256_file(staging / graph["file"]), precision="int8")
+                graph.update(sha256=sha256_file(staging / graph["file"]), precision=Precision.INT8.value)
             manifest["provenance"]["derived_from"] = {"bundle": str(source.resolve()), "sha256": original.sha256}
             manifest.pop("format_version")
             write_manifest(staging, manifest)
@@ -123,8 +123,9 @@ def build_bundle(
     if out.exists() and any(out.iterdir()) and not force:
         raise FileExistsError(f"{out} exists and is not empty (pass --force to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    if quantize not in (None, "int8"):
+    if quantize not in (None, Precision.INT8.value):
         raise ValueError(f"unknown quantisation {quantize!r} (expected int8)")
+    precision = Precision(quantize or Precision.FP32.value)
     progress = Progress(report, 7 if quantize else 6)
     with tempfile.TemporaryDirectory(prefix=".atento-export-", dir=out.parent) as scratch_name:
         scratch = Path(scratch_name)
@@ -133,10 +134,10 @@ def build_bundle(
         with progress.step(f"loading checkpoint {model}"):
             checkpoint, source = resolve_model(model, scratch)
             encoder = load_encoder(checkpoint)
-        with progress.step("exporting encoder.onnx (fused Attention, no probabilities)"):
-            fast = export_graph(encoder, staging / "encoder.onnx", with_attentions=False)
-        with progress.step("exporting encoder_attn.onnx (fused Attention with probabilities)"):
-            attn = export_graph(encoder, staging / "encoder_attn.onnx", with_attentions=True)
+        with progress.step("exporting the fast graph, encoder.onnx (fused Attention, no attention maps)"):
+            fast = export_graph(encoder, staging / "encoder.onnx", GraphRole.FAST)
+        with progress.step("exporting the attention-maps graph, encoder_attn.onnx"):
+            maps = export_graph(encoder, staging / "encoder_attn.onnx", GraphRole.ATTENTION_MAPS)
         with progress.step("writing tokenizer.json"):
             write_tokenizer(checkpoint, staging / "tokenizer.json")
         with progress.step("measuring parity against transformers, sentence-transformers and ONNX Runtime"):
@@ -150,8 +151,8 @@ def build_bundle(
                 "torch_vs_transformers": run.against_transformers(),
                 "torch_vs_sentence_transformers": run.against_sentence_transformers(),
                 "onnx_vs_torch": {
-                    FAST_GRAPH: run.onnx_against_torch(fast.path),
-                    ATTENTION_GRAPH: run.onnx_against_torch(attn.path),
+                    GraphRole.FAST.value: run.onnx_against_torch(fast.path),
+                    GraphRole.ATTENTION_MAPS.value: run.onnx_against_torch(maps.path),
                 },
             }
             check_tolerances(parity)
@@ -176,7 +177,7 @@ def build_bundle(
                     "pooling": pooling,
                     "normalize": normalize,
                 },
-                "graphs": {FAST_GRAPH: graph_entry(fast, quantize), ATTENTION_GRAPH: graph_entry(attn, quantize)},
+                "graphs": {graph.role.value: graph_entry(graph, precision) for graph in (fast, maps)},
                 "tokenizer": {"file": "tokenizer.json", "sha256": sha256_file(staging / "tokenizer.json")},
                 "parity": parity,
                 "provenance": {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 # The feed-forward activations a BERT-family checkpoint may name, all GELU variants.
@@ -50,9 +50,6 @@ class EncoderConfig:
     @property
     def has_token_types(self) -> bool:
         return self.type_vocab_size > 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     @classmethod
     def tiny(cls) -> EncoderConfig:

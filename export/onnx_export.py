@@ -2,8 +2,9 @@
 
 Two graphs, because ONNX Runtime computes every output whether or not it is fetched, and on CUDA
 an ``Attention`` node with a probabilities output falls back to the slow unfused kernel:
-- ``encoder.onnx``: last_hidden_state only (the fast serving path, no Softmax node at all);
-- ``encoder_attn.onnx``: last_hidden_state and attentions (B, layers, heads, S, S).
+- the fast graph, ``encoder.onnx``: last_hidden_state only (no Softmax node at all);
+- the attention-maps graph, ``encoder_attn.onnx``: last_hidden_state and the attention maps
+  (output ``attentions``, (B, layers, heads, S, S)).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from pathlib import Path
 
 import onnx
 import torch
+from atento.service.bundle import GraphRole
 from torch import Tensor, nn
 
 from .config import EncoderConfig
-from .model import Encoder, KernelName
+from .model import Encoder, FusedSelfAttention, FusedSelfAttentionWithMaps, MultiHeadSelfAttention
 
 OPSET = 23  # the first opset with the standard fused Attention op
 ATTENTION_OP = "Attention"
@@ -27,6 +29,7 @@ ATTENTION_OP = "Attention"
 
 @dataclass(frozen=True)
 class ExportedGraph:
+    role: GraphRole
     path: Path
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
@@ -47,13 +50,13 @@ class _HiddenOnly(nn.Module):
         return hidden
 
 
-class _WithAttentions(_HiddenOnly):
+class _WithAttentionMaps(_HiddenOnly):
     def forward(  # type: ignore[override]
         self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        hidden, attentions = self.encoder(input_ids, attention_mask, token_type_ids)
-        assert attentions is not None, "the fused_with_probs kernel always returns probabilities"
-        return hidden, attentions
+        hidden, maps = self.encoder(input_ids, attention_mask, token_type_ids)
+        assert maps is not None, "this attention path always returns the attention maps"
+        return hidden, maps
 
 
 def input_names(config: EncoderConfig) -> tuple[str, ...]:
@@ -61,20 +64,21 @@ def input_names(config: EncoderConfig) -> tuple[str, ...]:
     return (*names, "token_type_ids") if config.has_token_types else names
 
 
-def _with_kernel(encoder: Encoder, kernel: KernelName) -> Encoder:
-    """The same weights behind another attention kernel."""
-    variant = Encoder(encoder.config, kernel=kernel)
+def _with_attention(encoder: Encoder, attention: type[MultiHeadSelfAttention]) -> Encoder:
+    """The same weights behind another attention path."""
+    variant = Encoder(encoder.config, attention=attention)
     variant.load_state_dict(encoder.state_dict())
     return variant.eval()
 
 
-def export_graph(encoder: Encoder, path: Path, *, with_attentions: bool) -> ExportedGraph:
+def export_graph(encoder: Encoder, path: Path, role: GraphRole) -> ExportedGraph:
     config = encoder.config
-    if with_attentions:
-        module: nn.Module = _WithAttentions(_with_kernel(encoder, "fused_with_probs"))
+    with_maps = role is GraphRole.ATTENTION_MAPS
+    if with_maps:
+        module: nn.Module = _WithAttentionMaps(_with_attention(encoder, FusedSelfAttentionWithMaps))
         outputs: tuple[str, ...] = ("last_hidden_state", "attentions")
     else:
-        module = _HiddenOnly(_with_kernel(encoder, "fused"))
+        module = _HiddenOnly(_with_attention(encoder, FusedSelfAttention))
         outputs = ("last_hidden_state",)
     inputs = input_names(config)
     # One distinct tensor per input: torch.export merges inputs that are the same tensor object.
@@ -104,7 +108,7 @@ def export_graph(encoder: Encoder, path: Path, *, with_attentions: bool) -> Expo
         )
     assert program is not None
     model = program.model_proto
-    if with_attentions:
+    if with_maps:
         # ONNX shape inference writes the probabilities' key axis as 0 when the sequence is
         # symbolic; no axis of this model is really empty, so name every such axis instead.
         for value in (*model.graph.value_info, *model.graph.output):
@@ -115,11 +119,12 @@ def export_graph(encoder: Encoder, path: Path, *, with_attentions: bool) -> Expo
     # lowest IR version that can carry our opset instead.
     model.ir_version = onnx.helper.find_min_ir_version_for(list(model.opset_import))
     model.doc_string = f"atento {config.name}: " + (
-        "hidden states and attention probabilities" if with_attentions else "hidden states"
+        "hidden states and attention maps" if with_maps else "hidden states"
     )
     onnx.checker.check_model(model, full_check=True)
     onnx.save_model(model, str(path))
     return ExportedGraph(
+        role=role,
         path=path,
         inputs=inputs,
         outputs=outputs,

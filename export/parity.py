@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from atento.service.packing import pad_batch
 from atento.service.pooling import l2_normalize, pool
-from atento.service.tokenizer import TextTokenizer, pad_batch
+from atento.service.tokenizer import TextTokenizer
 
 from .checkpoint import Checkpoint
 from .model import Encoder

@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
+from atento.service.packing import pad_batch
 from atento.service.pooling import l2_normalize, pool
-from atento.service.tokenizer import TextTokenizer, pad_batch
+from atento.service.tokenizer import TextTokenizer
 from onnx import TensorProto, helper, numpy_helper
 
 from .sentences import parity_batches

@@ -8,7 +8,9 @@ from typing import Any
 
 import grpc
 
+from .errors import Unauthenticated, abort, status_for
 from .metrics import Metrics
+from .rpc import handler_kind
 
 # Probes and tooling must reach these without the token (when the server is configured so).
 OPEN_SERVICES = (
@@ -18,10 +20,13 @@ OPEN_SERVICES = (
 )
 
 
-def _denied(kind: str, handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    async def deny(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+def _denied(handler: grpc.RpcMethodHandler, error: Unauthenticated) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as ``handler`` that refuses the call through the error table."""
 
+    async def deny(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+        await abort(context, status_for(error))
+
+    kind = handler_kind(handler.request_streaming, handler.response_streaming)
     factory: Callable[..., grpc.RpcMethodHandler] = getattr(grpc, f"{kind}_rpc_method_handler")
     return factory(
         deny,
@@ -53,9 +58,6 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._metrics.rejected.labels(f"unauthenticated_{reason}").inc()
         method = details.method.rsplit("/", 1)[-1]
         self._metrics.requests.labels(method, grpc.StatusCode.UNAUTHENTICATED.name).inc()
-        kind = (
-            ("stream" if handler.request_streaming else "unary")
-            + "_"
-            + ("stream" if handler.response_streaming else "unary")
+        return _denied(
+            handler, Unauthenticated(f"{reason} bearer token: send metadata 'authorization: Bearer <token>'")
         )
-        return _denied(kind, handler, f"{reason} bearer token: send metadata 'authorization: Bearer <token>'")

@@ -2,7 +2,7 @@
 
 Texts from every concurrent call wait in one queue. A worker takes them oldest first, within a
 token budget and a batch-size bound, so nothing starves; it packs them several to a row (see
-``tokenizer.pack_rows``), so that short and long texts share a batch with little padding. Texts
+``packing``), so that short and long texts share a batch with little padding. Texts
 whose deadline passed or whose call was cancelled are dropped before they cost anything. Past the
 queue bound, submissions are refused with a retry hint derived from the measured throughput.
 ONNX Runtime runs in a worker thread, off the event loop.
@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .bundle import GraphRole
 from .errors import DeadlineExceeded, NotReady, Overloaded
 from .metrics import Metrics
+from .packing import pack_by_width
 from .runtime import Runtime
-from .tokenizer import Encoded, pack_by_width
+from .tokenizer import Encoded
 
 log = logging.getLogger("atento.batcher")
 
@@ -42,7 +44,7 @@ class BatchLimits:
 @dataclass(frozen=True)
 class ItemOutput:
     hidden: np.ndarray  # (tokens, D) float32
-    attentions: np.ndarray | None  # (layers, heads, tokens, tokens) float32
+    attention_maps: np.ndarray | None  # (layers, heads, tokens, tokens) float32, from the attention-maps graph
     queue_s: float
     inference_s: float
 
@@ -50,7 +52,7 @@ class ItemOutput:
 @dataclass(eq=False)
 class WorkItem:
     encoded: Encoded
-    attention: bool
+    graph: GraphRole  # which graph the text must run through; a batch never mixes graphs
     deadline: float | None  # time.perf_counter() value, or None for no deadline
     future: asyncio.Future[ItemOutput]
     enqueued: float = field(default_factory=time.perf_counter)
@@ -70,7 +72,7 @@ class Batcher:
         self._tokens_per_second = 0.0  # moving average, for the retry hint
         metrics.queue_capacity.set(limits.max_queued_texts)
         model = runtime.bundle.model
-        self._attention_bytes_per_cell = model.num_layers * model.num_heads * 4  # float32 per (query, key)
+        self._map_bytes_per_cell = model.num_layers * model.num_heads * 4  # float32 per (query, key)
 
     def start(self) -> None:
         self._workers = [asyncio.create_task(self._work(), name=f"batcher-{i}") for i in range(self.limits.workers)]
@@ -85,7 +87,7 @@ class Batcher:
         rate = self._tokens_per_second or 2000.0  # before any measurement, a modest CPU's rate
         return min(30.0, max(self.limits.retry_after_min_s, waiting / rate))
 
-    def submit(self, encoded: Sequence[Encoded], *, attention: bool, deadline: float | None) -> list[WorkItem]:
+    def submit(self, encoded: Sequence[Encoded], *, graph: GraphRole, deadline: float | None) -> list[WorkItem]:
         """Queue one request's texts, or refuse them all: NotReady when closed, Overloaded when full."""
         if self._closed:
             raise NotReady("the server is shutting down; retry on another replica")
@@ -97,7 +99,7 @@ class Batcher:
                 f"queue full: {len(self._pending)} texts waiting, bound {self.limits.max_queued_texts}", retry_after
             )
         loop = asyncio.get_running_loop()
-        items = [WorkItem(e, attention, deadline, loop.create_future()) for e in encoded]
+        items = [WorkItem(e, graph, deadline, loop.create_future()) for e in encoded]
         self._pending.extend(items)
         self.metrics.queue_depth.set(len(self._pending))
         self._wakeup.set()
@@ -173,15 +175,15 @@ class Batcher:
             self.metrics.queue_depth.set(len(alive))
 
     def _take(self) -> list[WorkItem]:
-        """The oldest texts of the oldest text's kind, while they fit the budgets."""
-        attention = self._pending[0].attention
+        """The oldest texts for the oldest text's graph, while they fit the budgets."""
+        graph = self._pending[0].graph
         batch: list[WorkItem] = []
         tokens = longest = 0
         for item in self._pending:
-            if item.attention != attention:
+            if item.graph is not graph:
                 continue
             grown_tokens, grown_longest = tokens + len(item), max(longest, len(item))
-            if batch and not self._fits(len(batch) + 1, grown_tokens, grown_longest, attention):
+            if batch and not self._fits(len(batch) + 1, grown_tokens, grown_longest, graph):
                 break
             batch.append(item)
             tokens, longest = grown_tokens, grown_longest
@@ -189,34 +191,33 @@ class Batcher:
         self._pending = [item for item in self._pending if id(item) not in chosen]
         return batch
 
-    def _fits(self, count: int, tokens: int, longest: int, attention: bool) -> bool:
+    def _fits(self, count: int, tokens: int, longest: int, graph: GraphRole) -> bool:
         if count > self.limits.max_batch_size or tokens > self.limits.max_batch_tokens:
             return False
-        if not attention:
+        if graph is not GraphRole.ATTENTION_MAPS:
             return True
         width = max(longest, min(self.limits.row_tokens, tokens))
         rows = -(-tokens // width) + 1  # packing leaves at most about one row's worth of slack
-        return rows * width * width * self._attention_bytes_per_cell <= self.limits.max_attention_batch_bytes
+        return rows * width * width * self._map_bytes_per_cell <= self.limits.max_attention_batch_bytes
 
     def _compute(self, batch: list[WorkItem]) -> list[ItemOutput]:
         """In a worker thread: pack (``pack_by_width``), run ONNX Runtime, slice each text back out."""
         start = time.perf_counter()
-        attention = batch[0].attention
+        graph = batch[0].graph
         hidden: list[np.ndarray | None] = [None] * len(batch)
         maps: list[np.ndarray | None] = [None] * len(batch)
         padded = real = 0
-        for inputs, group, places in pack_by_width([item.encoded for item in batch], self.limits.row_tokens):
-            outputs = self.runtime.run(inputs, attention=attention)
-            padded += inputs["input_ids"].size
-            for i, place in zip(group, places, strict=True):
-                text = slice(place.start, place.start + place.length)
+        for run in pack_by_width([item.encoded for item in batch], self.limits.row_tokens):
+            outputs = self.runtime.run(run.inputs, graph)
+            padded += run.inputs["input_ids"].size
+            for i, place in zip(run.texts, run.placements, strict=True):
+                text = place.columns
                 hidden[i] = outputs.hidden[place.row, text]
-                if outputs.attentions is not None:
-                    maps[i] = outputs.attentions[place.row, :, :, text, text]
+                if outputs.attention_maps is not None:
+                    maps[i] = outputs.attention_maps[place.row, :, :, text, text]
                 real += place.length
         inference_s = time.perf_counter() - start
         self._tokens_per_second = 0.8 * self._tokens_per_second + 0.2 * (real / max(inference_s, 1e-6))
-        graph = "encoder_attn" if attention else "encoder"
         m = self.metrics
         m.inference_duration.labels(graph).observe(inference_s)
         m.batch_size.labels(graph).observe(len(batch))

@@ -8,6 +8,7 @@ Standard library only: importable without torch, onnx or onnxruntime.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 from dataclasses import dataclass
@@ -16,8 +17,20 @@ from typing import Any
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-FAST_GRAPH = "encoder"  # last_hidden_state only: the serving path
-ATTENTION_GRAPH = "encoder_attn"  # last_hidden_state + attentions (B, layers, heads, S, S)
+
+
+class GraphRole(enum.StrEnum):
+    """What a graph of the bundle is for; the value is its key in the manifest and its metrics label."""
+
+    FAST = "encoder"  # last_hidden_state only: the serving path, one fused Attention node per layer
+    ATTENTION_MAPS = "encoder_attn"  # last_hidden_state + attention maps (B, layers, heads, S, S)
+
+
+class Precision(enum.StrEnum):
+    """The numbers a graph computes with."""
+
+    FP32 = "fp32"
+    INT8 = "int8"  # dynamic per-token int8 feed-forward (export/quantize.py)
 
 
 class BundleError(ValueError):
@@ -53,7 +66,7 @@ class GraphSpec:
     opset: int
     ir_version: int
     attention_op: str  # the fused node every layer's attention is, e.g. "Attention"
-    precision: str  # "fp32" or "int8" (dynamic quantisation)
+    precision: Precision
 
 
 @dataclass(frozen=True)
@@ -61,16 +74,29 @@ class Bundle:
     directory: Path
     manifest: dict[str, Any]
     model: ModelSpec
-    graphs: dict[str, GraphSpec]
+    graphs: dict[GraphRole, GraphSpec]
     tokenizer_file: Path
     sha256: str  # the manifest's own hash: identifies the whole bundle
 
-    def graph_path(self, role: str) -> Path:
+    def graph_path(self, role: GraphRole) -> Path:
         return self.directory / self.graphs[role].file
 
     @property
-    def has_attention_graph(self) -> bool:
-        return ATTENTION_GRAPH in self.graphs
+    def precision(self) -> Precision:
+        """The serving graph's precision: what the bundle's vectors are computed in."""
+        return self.graphs[GraphRole.FAST].precision
+
+    @property
+    def has_attention_maps_graph(self) -> bool:
+        return GraphRole.ATTENTION_MAPS in self.graphs
+
+
+def _choice(value: str, kind: type[enum.StrEnum], where: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        known = ", ".join(repr(member.value) for member in kind)
+        raise BundleError(f"{where} {value!r} is not one this atento knows ({known})") from None
 
 
 def _field(mapping: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -124,9 +150,10 @@ def read_bundle(directory: Path | str, *, verify: bool = True) -> Bundle:
     if model.pooling not in ("mean", "cls"):
         raise BundleError(f"model.pooling {model.pooling!r} is not 'mean' or 'cls'")
 
-    graphs: dict[str, GraphSpec] = {}
-    for role, graph_raw in _field(manifest, "graphs", dict, "manifest").items():
-        where = f"graphs.{role}"
+    graphs: dict[GraphRole, GraphSpec] = {}
+    for key, graph_raw in _field(manifest, "graphs", dict, "manifest").items():
+        where = f"graphs.{key}"
+        role = _choice(key, GraphRole, "graph")
         if not isinstance(graph_raw, dict):
             raise BundleError(f"{where} must be an object")
         graph = GraphSpec(
@@ -137,12 +164,12 @@ def read_bundle(directory: Path | str, *, verify: bool = True) -> Bundle:
             opset=_field(graph_raw, "opset", int, where),
             ir_version=_field(graph_raw, "ir_version", int, where),
             attention_op=_field(graph_raw, "attention_op", str, where),
-            precision=_field(graph_raw, "precision", str, where),
+            precision=_choice(_field(graph_raw, "precision", str, where), Precision, f"{where}.precision"),
         )
         _check_file(directory, graph.file, graph.sha256, verify)
         graphs[role] = graph
-    if FAST_GRAPH not in graphs:
-        raise BundleError(f"{manifest_path} names no {FAST_GRAPH!r} graph")
+    if GraphRole.FAST not in graphs:
+        raise BundleError(f"{manifest_path} names no {GraphRole.FAST.value!r} graph")
 
     tokenizer_raw = _field(manifest, "tokenizer", dict, "manifest")
     tokenizer_file = _check_file(

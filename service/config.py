@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import enum
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -39,7 +38,9 @@ class Settings(BaseSettings):
         "all", description="ORT graph optimisation"
     )
     spin: bool = Field(True, description="let ORT's idle threads spin-wait: half the latency of small batches")
-    attention: bool = Field(True, description="load encoder_attn.onnx so requests may ask for attention weights")
+    attention_maps: bool = Field(
+        True, description="load the attention-maps graph (encoder_attn.onnx) so requests may ask for attention maps"
+    )
 
     # Batching: one queue between the RPCs and ONNX Runtime.
     max_batch_tokens: int = Field(8192, ge=1, description="tokens per batch (texts are packed several to a row)")
@@ -116,6 +117,10 @@ def _flag_type(annotation: Any) -> tuple[Any, dict[str, Any]]:
     return annotation, {}
 
 
+# Flags as earlier releases spelt them, still accepted so existing scripts keep working.
+FORMER_FLAGS = {"attention_maps": ("--attention",)}
+
+
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per settings field; unset flags leave the environment and defaults in charge."""
     for name, field in Settings.model_fields.items():
@@ -126,6 +131,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         shown = "<unset>" if name == "auth_token" else default
         parser.add_argument(
             f"--{name.replace('_', '-')}",
+            *FORMER_FLAGS.get(name, ()),
             dest=name,
             default=argparse.SUPPRESS,
             help=f"{field.description} (env ATENTO_{name.upper()}, default {shown})",
@@ -137,12 +143,6 @@ def settings_from(args: argparse.Namespace | None = None, **overrides: Any) -> S
     """Settings from the environment with the parsed flags (and any overrides) on top."""
     flags = dict(vars(args)) if args is not None else {}
     return Settings(**{**{k: v for k, v in flags.items() if k in Settings.model_fields}, **overrides})
-
-
-def parse_settings(argv: Sequence[str]) -> Settings:
-    parser = argparse.ArgumentParser(prog="atento serve")
-    add_flags(parser)
-    return settings_from(parser.parse_args(argv))
 
 
 def markdown_table() -> str:

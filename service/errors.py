@@ -1,13 +1,17 @@
 """Domain errors and the one table that maps them to gRPC status codes.
 
-Anything not in the table is a bug: it becomes INTERNAL with a generic message, and the traceback
-goes to the log, never to the client.
+Every refusal the service makes raises one of these and reaches the client through ``status_for``
+and ``abort``: the servicer's methods and the bearer-token check alike. Anything not in the table
+is a bug: it becomes INTERNAL with a generic message, and the traceback goes to the log, never to
+the client.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NoReturn
 
 import grpc
 
@@ -26,7 +30,6 @@ class AtentoError(Exception):
 class InvalidArgument(AtentoError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
-        self.field = field
 
 
 class FailedPrecondition(AtentoError):
@@ -65,11 +68,28 @@ STATUS_BY_ERROR: dict[type[AtentoError], grpc.StatusCode] = {
 }
 
 
-def status_for(error: BaseException) -> tuple[grpc.StatusCode, str, Sequence[tuple[str, str]]]:
-    """(code, message, trailing metadata) to answer ``error`` with."""
+@dataclass(frozen=True)
+class Status:
+    """What a refused call is answered with."""
+
+    code: grpc.StatusCode
+    message: str
+    trailing_metadata: Sequence[tuple[str, str]] = ()
+
+
+def status_for(error: BaseException) -> Status:
+    """The status to answer ``error`` with; anything unknown is INTERNAL, logged with its traceback."""
     for kind, code in STATUS_BY_ERROR.items():
         if isinstance(error, kind):
             metadata = error.trailing_metadata() if isinstance(error, Overloaded) else ()
-            return code, str(error), metadata
+            return Status(code, str(error), metadata)
     log.error("internal error", exc_info=error)
-    return grpc.StatusCode.INTERNAL, "internal error (the server logged the details)", ()
+    return Status(grpc.StatusCode.INTERNAL, "internal error (the server logged the details)")
+
+
+async def abort(context: grpc.aio.ServicerContext, status: Status) -> NoReturn:
+    """End the call with ``status`` (``context.abort`` raises)."""
+    if status.trailing_metadata:
+        context.set_trailing_metadata(status.trailing_metadata)
+    await context.abort(status.code, status.message)
+    raise AssertionError("unreachable: context.abort raises")  # pragma: no cover

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from atento.v1 import encoder_pb2 as pb
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -13,6 +14,9 @@ from prometheus_client import (
     start_http_server,
 )
 
+from .bundle import GraphRole
+from .rpc import method_names
+
 # Latency buckets from 0.5 ms to ~30 s, roughly geometric, so p99 is readable at every scale.
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.012, 0.016, 0.024, 0.032, 0.048, 0.064,
@@ -22,8 +26,7 @@ SIZE_BUCKETS = tuple(float(1 << i) for i in range(0, 11))  # 1 .. 1024 texts
 TOKEN_BUCKETS = tuple(float(1 << i) for i in range(2, 18))  # 4 .. 131072 tokens
 REJECTION_REASONS = ("queue_full", "unauthenticated_missing", "unauthenticated_wrong")
 DROP_REASONS = ("deadline", "cancelled")
-GRAPHS = ("encoder", "encoder_attn")
-METHODS = ("Embed", "EmbedStream", "Tokenize", "GetModelInfo")
+METHODS = method_names(pb.DESCRIPTOR.services_by_name["Encoder"])
 
 
 class Metrics:
@@ -110,7 +113,7 @@ class Metrics:
             self.rejected.labels(reason)
         for reason in DROP_REASONS:
             self.dropped.labels(reason)
-        for graph in GRAPHS:
+        for graph in GraphRole:
             self.inference_duration.labels(graph)
             self.batch_size.labels(graph)
         for method in METHODS:

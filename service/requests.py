@@ -6,16 +6,16 @@ counts (``check_lengths``, ``check_response_size``), which run right after token
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from atento.v1 import encoder_pb2 as pb
-from google.protobuf.message import DecodeError
 
-from .bundle import ModelSpec
+from .bundle import GraphRole, ModelSpec
 from .config import Settings
 from .errors import FailedPrecondition, InvalidArgument
+from .rpc import Malformed
 from .tokenizer import Encoded
 
 # Proto enums arrive as plain ints, unknown values included: these tables say which are known.
@@ -30,28 +30,8 @@ TRUNCATIONS: dict[int, bool] = {pb.TRUNCATION_UNSPECIFIED: False, pb.TRUNCATION_
 BYTES_PER_VALUE: dict[int, int] = {pb.DTYPE_FLOAT32: 4, pb.DTYPE_FLOAT16: 2}
 
 
-@dataclass(frozen=True)
-class Malformed:
-    """What the lenient deserializer hands over for bytes that do not parse as the request message."""
-
-    message: str
-    error: str
-
-
-def lenient(message_type: Any) -> Callable[[bytes], Any]:
-    """A request deserializer that never raises: gRPC would answer a parse failure with INTERNAL."""
-
-    def parse(data: bytes) -> Any:
-        try:
-            return message_type.FromString(data)
-        except DecodeError as error:
-            return Malformed(message_type.DESCRIPTOR.name, str(error) or "truncated or invalid protobuf")
-
-    return parse
-
-
 def well_formed(request: T, field: str = "request") -> T:
-    """The request, or INVALID_ARGUMENT when its bytes did not parse."""
+    """The request, or INVALID_ARGUMENT when its bytes did not parse (see ``rpc.lenient``)."""
     if isinstance(request, Malformed):
         raise InvalidArgument(field, f"not a valid {request.message}: {request.error}")
     return request
@@ -59,6 +39,8 @@ def well_formed(request: T, field: str = "request") -> T:
 
 @dataclass(frozen=True)
 class AttentionSelection:
+    """Which attention maps a request wants (the proto's ``AttentionSpec``, validated)."""
+
     layers: tuple[int, ...]
     heads: tuple[int, ...]
     average_heads: bool
@@ -69,10 +51,15 @@ class EmbedOptions:
     pooling: str | None  # "mean", "cls", or None for no pooled embedding
     normalize: bool
     token_embeddings: bool
-    attention: AttentionSelection | None
+    attention_selection: AttentionSelection | None  # None: no attention maps
     dtype: pb.DType  # DTYPE_FLOAT32 or DTYPE_FLOAT16
     cut: bool  # truncate over-long texts instead of refusing them
     tokens: bool  # send tokens with offsets
+
+    @property
+    def graph(self) -> GraphRole:
+        """Attention maps come only from the attention-maps graph; everything else from the fast one."""
+        return GraphRole.FAST if self.attention_selection is None else GraphRole.ATTENTION_MAPS
 
 
 def check_texts(texts: Sequence[str], settings: Settings, prefix: str = "") -> None:
@@ -115,7 +102,7 @@ def indices(values: Sequence[int], count: int, field: str, what: str) -> tuple[i
 
 
 def embed_options(
-    request: pb.EmbedRequest, model: ModelSpec, settings: Settings, attention_available: bool, prefix: str = ""
+    request: pb.EmbedRequest, model: ModelSpec, settings: Settings, maps_available: bool, prefix: str = ""
 ) -> EmbedOptions:
     check_texts(request.texts, settings, prefix)
     if request.pooling == pb.POOLING_UNSPECIFIED:
@@ -125,17 +112,17 @@ def embed_options(
         pooling = POOLING[request.pooling]
     enum_value(request.output_dtype, DTYPES, f"{prefix}output_dtype")
     cut = check_truncation(request.truncation, f"{prefix}truncation")
-    attention = None
-    if request.HasField("attention"):
-        if not attention_available:
-            raise FailedPrecondition("attention weights are off on this server (started with --no-attention)")
+    selection = None
+    if request.HasField("attention"):  # the request's attention selection
+        if not maps_available:
+            raise FailedPrecondition("attention maps are off on this server (started with --no-attention-maps)")
         spec = request.attention
-        attention = AttentionSelection(
+        selection = AttentionSelection(
             layers=indices(spec.layers, model.num_layers, f"{prefix}attention.layers", "layer"),
             heads=indices(spec.heads, model.num_heads, f"{prefix}attention.heads", "head"),
             average_heads=spec.average_heads,
         )
-    if pooling is None and not request.token_embeddings and attention is None and not request.return_tokens:
+    if pooling is None and not request.token_embeddings and selection is None and not request.return_tokens:
         raise InvalidArgument(
             f"{prefix}pooling", "POOLING_NONE without token_embeddings, attention or tokens asks for nothing"
         )
@@ -143,10 +130,10 @@ def embed_options(
         pooling=pooling,
         normalize=request.normalize if request.HasField("normalize") else model.normalize,
         token_embeddings=request.token_embeddings,
-        attention=attention,
+        attention_selection=selection,
         dtype=DTYPES[request.output_dtype],
         cut=cut,
-        tokens=request.return_tokens or request.token_embeddings or attention is not None,
+        tokens=request.return_tokens or request.token_embeddings or selection is not None,
     )
 
 
@@ -168,14 +155,14 @@ def check_response_size(encoded: Sequence[Encoded], options: EmbedOptions, model
     for item in encoded:
         n = len(item)
         total += model.hidden_size * per_value * (1 + (n if options.token_embeddings else 0))
-        if options.attention is not None:
-            heads = 1 if options.attention.average_heads else len(options.attention.heads)
-            total += len(options.attention.layers) * heads * n * n * per_value
+        if (selection := options.attention_selection) is not None:
+            heads = 1 if selection.average_heads else len(selection.heads)
+            total += len(selection.layers) * heads * n * n * per_value
         if options.tokens:
             total += n * 32  # a token message: id, text, offsets
     if total > limit:
         raise InvalidArgument(
-            "attention" if options.attention is not None else "token_embeddings",
+            "attention" if options.attention_selection is not None else "token_embeddings",
             f"the response would take about {total >> 20} MiB, over the {limit >> 20} MiB limit: "
             "ask for fewer texts, layers or heads, average the heads, or use DTYPE_FLOAT16",
         )

@@ -38,8 +38,8 @@ def fill_encoding(target: pb.Encoding, encoded: Encoded, output: ItemOutput, opt
         fill_tensor(target.embedding, pool_text(output.hidden, options.pooling, options.normalize), options.dtype)
     if options.token_embeddings:
         fill_tensor(target.token_embeddings, output.hidden, options.dtype)
-    if options.attention is not None and output.attentions is not None:
-        selection, maps = options.attention, output.attentions  # (layers, heads, S, S)
+    if (selection := options.attention_selection) is not None and output.attention_maps is not None:
+        maps = output.attention_maps  # (layers, heads, S, S)
         if selection.layers != tuple(range(maps.shape[0])) or selection.heads != tuple(range(maps.shape[1])):
             maps = maps[np.ix_(selection.layers, selection.heads)]
         if selection.average_heads:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from .bundle import ATTENTION_GRAPH, FAST_GRAPH, Bundle
+from .bundle import Bundle, GraphRole
 from .config import Settings
 
 log = logging.getLogger("atento.runtime")
@@ -59,33 +59,32 @@ def confirm_provider(requested: str, wanted: str, got: Sequence[str]) -> str:
 @dataclass(frozen=True)
 class Outputs:
     hidden: np.ndarray  # (B, S, D) float32
-    attentions: np.ndarray | None  # (B, layers, heads, S, S) float32
+    attention_maps: np.ndarray | None  # (B, layers, heads, S, S) float32: the attention-maps graph only
 
 
 class Runtime:
-    """The fast graph always; the attention graph when enabled. Sessions are safe to run from threads."""
+    """The fast graph always; the attention-maps graph when enabled. Sessions are safe to run from threads."""
 
     def __init__(self, bundle: Bundle, settings: Settings) -> None:
         self.bundle = bundle
         requested = settings.provider
         wanted = choose_provider(requested, ort.get_available_providers())
-        self._fast = self._session(bundle, FAST_GRAPH, wanted, settings)
-        self.provider = confirm_provider(requested, wanted, self._fast.get_providers())
-        self._attention = (
-            self._session(bundle, ATTENTION_GRAPH, self.provider, settings)
-            if settings.attention and bundle.has_attention_graph
-            else None
-        )
-        self.input_names = tuple(i.name for i in self._fast.get_inputs())
+        fast = self._session(bundle, GraphRole.FAST, wanted, settings)
+        self.provider = confirm_provider(requested, wanted, fast.get_providers())
+        self._sessions = {GraphRole.FAST: fast}
+        if settings.attention_maps and bundle.has_attention_maps_graph:
+            maps = self._session(bundle, GraphRole.ATTENTION_MAPS, self.provider, settings)
+            self._sessions[GraphRole.ATTENTION_MAPS] = maps
+        self.input_names = tuple(i.name for i in fast.get_inputs())
         log.info(
-            "runtime ready: provider %s (asked for %s), attention graph %s",
+            "runtime ready: provider %s (asked for %s), attention-maps graph %s",
             self.provider,
             requested,
-            "loaded" if self._attention else "off",
+            "loaded" if self.has_attention_maps else "off",
         )
 
     @staticmethod
-    def _session(bundle: Bundle, role: str, provider: str, settings: Settings) -> ort.InferenceSession:
+    def _session(bundle: Bundle, role: GraphRole, provider: str, settings: Settings) -> ort.InferenceSession:
         options = ort.SessionOptions()
         options.intra_op_num_threads = settings.intra_op_threads
         options.inter_op_num_threads = settings.inter_op_threads
@@ -93,27 +92,25 @@ class Runtime:
         if not settings.spin:  # measured: sleeping threads double small-batch latency, so spin by default
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        # ONNX's shape inference declares the attention graph's probabilities with an empty key axis
-        # and ORT warns about it on every run; the values are right (parity checks them).
-        options.log_severity_level = 3 if role == ATTENTION_GRAPH else 2
+        # ONNX's shape inference declares the attention maps with an empty key axis and ORT warns
+        # about it on every run; the values are right (parity checks them).
+        options.log_severity_level = 3 if role is GraphRole.ATTENTION_MAPS else 2
         providers = [provider, CPU] if provider != CPU else [CPU]
         return ort.InferenceSession(str(bundle.graph_path(role)), options, providers=providers)
 
     @property
-    def has_attention(self) -> bool:
-        return self._attention is not None
+    def has_attention_maps(self) -> bool:
+        return GraphRole.ATTENTION_MAPS in self._sessions
 
-    def run(self, inputs: Mapping[str, np.ndarray], *, attention: bool = False) -> Outputs:
-        """inputs: (B, S) int64 arrays by name. With ``attention``, the attention graph runs instead."""
-        session = self._attention if attention else self._fast
-        if session is None:
-            raise ProviderError("the attention graph is not loaded")
+    def run(self, inputs: Mapping[str, np.ndarray], graph: GraphRole = GraphRole.FAST) -> Outputs:
+        """inputs: (B, S) int64 arrays by name, run through ``graph`` (which must be loaded)."""
+        session = self._sessions[graph]
         feeds = {name: inputs[name] for name in self.input_names}
         if self.provider == CUDA:
             outputs = self._run_bound(session, feeds)
         else:
             outputs = session.run(None, feeds)
-        return Outputs(hidden=outputs[0], attentions=outputs[1] if attention else None)
+        return Outputs(hidden=outputs[0], attention_maps=outputs[1] if graph is GraphRole.ATTENTION_MAPS else None)
 
     @staticmethod
     def _run_bound(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
@@ -133,6 +130,5 @@ class Runtime:
             seq = min(seq, self.bundle.model.max_positions)
             ids = np.full((batch, seq), 1000, dtype=np.int64)
             feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-            self.run(feeds)
-            if self._attention is not None:
-                self.run(feeds, attention=True)
+            for graph in self._sessions:
+                self.run(feeds, graph)

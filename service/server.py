@@ -14,7 +14,6 @@ import signal
 from pathlib import Path
 
 import grpc
-from atento.v1 import encoder_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -25,13 +24,13 @@ from .bundle import Bundle, BundleError, read_bundle
 from .config import Settings
 from .metrics import Metrics
 from .runtime import ProviderError, Runtime
-from .servicer import EncoderServicer, Engine, atento_version, rpc_handlers
+from .servicer import ENCODER_SERVICE, EncoderServicer, Engine, atento_version, rpc_handlers
 from .tokenizer import TextTokenizer
 
 log = logging.getLogger("atento.server")
 
-ENCODER_SERVICE = encoder_pb2.DESCRIPTOR.services_by_name["Encoder"].full_name
-READINESS_SERVICES = ("", ENCODER_SERVICE)
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"]
+READINESS_SERVICES = ("", ENCODER_SERVICE.full_name)
 LIVENESS_SERVICE = "liveness"
 
 
@@ -117,7 +116,7 @@ class AtentoServer:
         )
         server.add_generic_rpc_handlers((rpc_handlers(self.servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        names = (ENCODER_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+        names = (ENCODER_SERVICE.full_name, HEALTH_SERVICE.full_name, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
@@ -168,7 +167,7 @@ class AtentoServer:
                 "model": bundle.model.name,
                 "provider": runtime.provider,
                 "bundle_sha256": bundle.sha256,
-                "precision": bundle.graphs["encoder"].precision,
+                "precision": bundle.precision,
                 "version": atento_version(),
             }
         )
@@ -181,7 +180,7 @@ class AtentoServer:
         settings, loop = self.settings, asyncio.get_running_loop()
         deadline = loop.time() + settings.drain_seconds
         log.info("draining: in-flight calls have %.0f s to finish", settings.drain_seconds)
-        self.servicer.draining = True
+        self.servicer.calls.draining = True
         self.metrics.ready.set(0)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         # The server keeps its connections open meanwhile, so probes still get answers (liveness
@@ -190,10 +189,10 @@ class AtentoServer:
         # SDK does) stop sending here first, and calls already picked arrive while we still refuse.
         await asyncio.sleep(min(settings.drain_notice_seconds, settings.drain_seconds))
         try:
-            await asyncio.wait_for(self.servicer.drained(), max(0.0, deadline - loop.time()))
+            await asyncio.wait_for(self.servicer.calls.drained(), max(0.0, deadline - loop.time()))
         except TimeoutError:
             log.warning("drain: calls still in flight after %.0f s are cancelled", settings.drain_seconds)
-        log.info("drained: %d calls refused while draining", self.servicer.refused_while_draining)
+        log.info("drained: %d calls refused while draining", self.servicer.calls.refused_while_draining)
         if self.server is not None:
             await self.server.stop(1.0)  # health watches and reflection streams end here
         if self._batcher is not None:

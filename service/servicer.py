@@ -1,7 +1,8 @@
 """The Encoder gRPC servicer: thin. Proto -> options -> tokens -> batcher -> proto.
 
-Every method runs inside ``_observe``, which times it, counts it by status code, and maps domain
-errors to their status through ``errors.status_for`` (the one table).
+Every method runs inside ``CallTracker.observe`` (calls.py), which times it, counts it by status
+code, and maps domain errors to their status through the one table in errors.py. The handlers are
+registered from the proto's descriptor (rpc.py), not from a hand-written method list.
 """
 
 from __future__ import annotations
@@ -10,30 +11,33 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from typing import Any, TypeVar
 
 import grpc
 from atento.v1 import encoder_pb2 as pb
-from atento.v1 import encoder_pb2_grpc as pb_grpc
 
 from . import requests, responses
 from .batcher import Batcher, ItemOutput
 from .bundle import Bundle
+from .calls import CallTracker
 from .config import Settings
-from .errors import NotReady, status_for
+from .errors import NotReady
 from .metrics import Metrics
+from .rpc import generic_handler
 from .runtime import Runtime
+from .streaming import in_order
 from .tokenizer import Encoded, TextTokenizer
 
 T = TypeVar("T")
+ENCODER_SERVICE = pb.DESCRIPTOR.services_by_name["Encoder"]
 POOLING_ENUM = {"mean": pb.POOLING_MEAN, "cls": pb.POOLING_CLS}
 # Responses this large are built in a thread, not on the event loop.
 LARGE_OUTPUT_VALUES = 1 << 16
-# Requests this short are tokenised on the event loop (measured: ~50 us, against ~300 us for the
-# round trip to a worker thread); longer ones in a thread, so the loop never stalls.
+# Requests this short are tokenised on the event loop, by design (measured: ~50 us, against
+# ~300 us for the round trip to a worker thread); longer ones in a thread, so the loop never stalls.
 INLINE_TOKENIZE_CHARS = 2000
 
 
@@ -53,58 +57,19 @@ class Engine:
         self.info: pb.ModelInfo | None = None
 
 
-class EncoderServicer(pb_grpc.EncoderServicer):
+class EncoderServicer:
+    """``atento.v1.Encoder``: one coroutine per RPC of the proto, named as the proto names it."""
+
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings, self.metrics = settings, metrics
+        self.calls = CallTracker(metrics)
         self.engine: Engine | None = None  # set when warm; None while loading
-        self.draining = False
-        self.refused_while_draining = 0
-        self._active = 0  # calls in flight, for the drain
-        self._idle = asyncio.Event()
         self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="atento-cpu")
 
     def ready(self) -> Engine:
         if self.engine is None:
             raise NotReady("the model is still loading; retry shortly")
         return self.engine
-
-    async def drained(self) -> None:
-        """Until no call is in flight. New calls are refused once ``draining`` is set."""
-        while self._active:
-            self._idle.clear()
-            await self._idle.wait()
-
-    async def _observe(self, method: str, context: grpc.aio.ServicerContext, work: Coroutine[Any, Any, T]) -> T:
-        start = time.perf_counter()
-        code = grpc.StatusCode.OK
-        self.metrics.in_flight.labels(method).inc()
-        self._active += 1
-        try:
-            if self.draining:
-                work.close()
-                self.refused_while_draining += 1
-                raise NotReady("the server is shutting down; retry on another replica")
-            result = await work
-            if context.cancelled():  # the client went away: a stream can end "normally" after that
-                code = grpc.StatusCode.CANCELLED
-            return result
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as error:
-            code, message, trailers = status_for(error)
-            if trailers:
-                context.set_trailing_metadata(trailers)
-            await context.abort(code, message)
-            raise  # abort raises; this line is never reached
-        finally:
-            self._active -= 1
-            if not self._active:
-                self._idle.set()
-            # Counted before it leaves the in-flight gauge: a scrape that sees it gone sees it counted.
-            self.metrics.requests.labels(method, code.name).inc()
-            self.metrics.request_duration.labels(method, code.name).observe(time.perf_counter() - start)
-            self.metrics.in_flight.labels(method).dec()
 
     async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
@@ -126,85 +91,52 @@ class EncoderServicer(pb_grpc.EncoderServicer):
         request = requests.well_formed(request, prefix.removesuffix(".") or "request")
         engine = self.ready()
         model = engine.bundle.model
-        options = requests.embed_options(request, model, self.settings, engine.runtime.has_attention, prefix)
+        options = requests.embed_options(request, model, self.settings, engine.runtime.has_attention_maps, prefix)
         encoded, tokenize_s = await self._tokenize(engine, request.texts)
         requests.check_lengths(encoded, options.cut, engine.tokenizer.max_tokens, prefix)
         requests.check_response_size(encoded, options, model, self.settings.max_send_message_bytes)
         remaining = context.time_remaining()
         deadline = time.perf_counter() + remaining if remaining is not None else None
-        items = engine.batcher.submit(encoded, attention=options.attention is not None, deadline=deadline)
+        items = engine.batcher.submit(encoded, graph=options.graph, deadline=deadline)
         try:
             outputs: list[ItemOutput] = await asyncio.gather(*(item.future for item in items))
         finally:
             for item in items:  # on failure or cancellation, nothing else of this call is worth computing
                 item.future.cancel()
         start = time.perf_counter()
-        large = options.token_embeddings or options.attention is not None
+        large = options.token_embeddings or options.attention_selection is not None
+        build = functools.partial(responses.embed_response, model.name, encoded, outputs, options, tokenize_s)
         if large and sum(len(e) for e in encoded) * model.hidden_size > LARGE_OUTPUT_VALUES:
-            response = await self._in_thread(
-                responses.embed_response, model.name, encoded, outputs, options, tokenize_s
-            )
+            response = await self._in_thread(build)
         else:
-            response = responses.embed_response(model.name, encoded, outputs, options, tokenize_s)
+            response = build()
         self.metrics.serialize_duration.observe(time.perf_counter() - start)
         response.timings.total_ns = int((time.perf_counter() - received) * 1e9)
         return response
 
     async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
-        return await self._observe("Embed", context, self._embed(request, context))
+        return await self.calls.observe("Embed", context, self._embed(request, context))
 
-    def _track(self, task: asyncio.Task[T]) -> asyncio.Task[T]:
+    def _track(self, task: asyncio.Task[Any]) -> None:
         """Count a task the stream created until it ends (atento_stream_tasks), so leaks show."""
         self.metrics.stream_tasks.inc()
         task.add_done_callback(lambda _: self.metrics.stream_tasks.dec())
-        return task
 
     async def EmbedStream(
         self, request_iterator: AsyncIterator[pb.EmbedRequest], context: grpc.aio.ServicerContext
     ) -> None:
-        """Up to ``stream_window`` requests in flight; responses leave in request order.
+        """Up to ``stream_window`` requests in flight; responses leave in request order (streaming.py)."""
 
-        A reader task takes requests as the window has room, so a client that stops reading
-        responses is held back by flow control; whatever way the call ends (done, failed,
-        cancelled, client gone), every task it started is cancelled before the handler returns.
-        """
-        window: asyncio.Queue[asyncio.Task[pb.EmbedResponse] | BaseException | None] = asyncio.Queue(
-            self.settings.stream_window
-        )
-
-        async def read() -> None:
-            index = 0
-            try:
-                async for request in request_iterator:
-                    task = self._track(asyncio.create_task(self._embed(request, context, f"requests[{index}].")))
-                    await window.put(task)
-                    index += 1
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # a broken request stream: answered in order, after what came before
-                await window.put(error)
-                return
-            await window.put(None)
-
-        async def respond() -> AsyncGenerator[pb.EmbedResponse, None]:
-            reader = self._track(asyncio.create_task(read()))
-            try:
-                while (item := await window.get()) is not None:
-                    if isinstance(item, BaseException):
-                        raise item
-                    yield await item
-            finally:
-                reader.cancel()
-                while not window.empty():
-                    if isinstance(pending := window.get_nowait(), asyncio.Task):
-                        pending.cancel()
+        async def handle(index: int, request: pb.EmbedRequest) -> pb.EmbedResponse:
+            return await self._embed(request, context, f"requests[{index}].")
 
         async def stream() -> None:
-            async with contextlib.aclosing(respond()) as responses:  # closed now, not whenever GC runs
-                async for response in responses:
+            ordered = in_order(request_iterator, handle, self.settings.stream_window, self._track)
+            async with contextlib.aclosing(ordered) as responses_in_order:  # closed now, not whenever GC runs
+                async for response in responses_in_order:
                     await context.write(response)
 
-        await self._observe("EmbedStream", context, stream())
+        await self.calls.observe("EmbedStream", context, stream())
 
     async def Tokenize(self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext) -> pb.TokenizeResponse:
         async def tokenize() -> pb.TokenizeResponse:
@@ -216,7 +148,7 @@ class EncoderServicer(pb_grpc.EncoderServicer):
             requests.check_lengths(encoded, cut, engine.tokenizer.max_tokens)
             return pb.TokenizeResponse(results=[responses.tokenized(e) for e in encoded])
 
-        return await self._observe("Tokenize", context, tokenize())
+        return await self.calls.observe("Tokenize", context, tokenize())
 
     async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
         async def info() -> pb.ModelInfo:
@@ -225,7 +157,7 @@ class EncoderServicer(pb_grpc.EncoderServicer):
                 engine.info = self.model_info(engine)
             return engine.info
 
-        return await self._observe("GetModelInfo", context, info())
+        return await self.calls.observe("GetModelInfo", context, info())
 
     def model_info(self, engine: Engine) -> pb.ModelInfo:
         s, model = self.settings, engine.bundle.model
@@ -249,26 +181,11 @@ class EncoderServicer(pb_grpc.EncoderServicer):
             atento_version=atento_version(),
             default_pooling=POOLING_ENUM[model.pooling],
             default_normalize=model.normalize,
-            attention_available=engine.runtime.has_attention,
-            precision=engine.bundle.graphs["encoder"].precision,
+            attention_available=engine.runtime.has_attention_maps,
+            precision=engine.bundle.precision,
         )
 
 
 def rpc_handlers(servicer: EncoderServicer) -> grpc.GenericRpcHandler:
-    """The Encoder service's handlers, with request parsing that cannot fail (see requests.lenient)."""
-    unary, streaming = grpc.unary_unary_rpc_method_handler, grpc.stream_stream_rpc_method_handler
-    return grpc.method_handlers_generic_handler(
-        "atento.v1.Encoder",
-        {
-            "Embed": unary(servicer.Embed, requests.lenient(pb.EmbedRequest), pb.EmbedResponse.SerializeToString),
-            "EmbedStream": streaming(
-                servicer.EmbedStream, requests.lenient(pb.EmbedRequest), pb.EmbedResponse.SerializeToString
-            ),
-            "Tokenize": unary(
-                servicer.Tokenize, requests.lenient(pb.TokenizeRequest), pb.TokenizeResponse.SerializeToString
-            ),
-            "GetModelInfo": unary(
-                servicer.GetModelInfo, requests.lenient(pb.GetModelInfoRequest), pb.ModelInfo.SerializeToString
-            ),
-        },
-    )
+    """The Encoder service's handlers, from the proto's descriptor, with lenient request parsing."""
+    return generic_handler(ENCODER_SERVICE, servicer)

@@ -18,8 +18,9 @@ import numpy as np
 import onnxruntime as ort
 from atento.client import AsyncClient, Attention, Client
 from atento.service.config import Settings
+from atento.service.packing import pack_by_width, pad_batch
 from atento.service.pooling import l2_normalize, pool, pool_text
-from atento.service.tokenizer import TextTokenizer, pack_by_width, pad_batch
+from atento.service.tokenizer import TextTokenizer
 
 ROW_TOKENS = Settings().row_tokens  # the service's default packing
 
@@ -88,10 +89,10 @@ def ort_in_process(
         for indices in texts.batches(batch, by_length=by_length):
             encoded = texts.tokenizer.encode_batch([texts.lines[i] for i in indices])
             if packed:
-                for inputs, _, places in pack_by_width(encoded, packed):
-                    (hidden,) = session.run(None, {n: inputs[n] for n in names})
-                    for p in places:
-                        pool_text(hidden[p.row, p.start : p.start + p.length], "mean", True)
+                for run in pack_by_width(encoded, packed):
+                    (hidden,) = session.run(None, {n: run.inputs[n] for n in names})
+                    for p in run.placements:
+                        pool_text(hidden[p.row, p.columns], "mean", True)
             else:
                 inputs = pad_batch(encoded)
                 (hidden,) = session.run(None, {n: inputs[n] for n in names})
@@ -122,10 +123,10 @@ def ort_single_latency(session: ort.InferenceSession, texts: Texts, calls: int) 
 def torch_eager(texts: Texts, checkpoint_dir: Path, batch: int = 32) -> Workload:
     import torch
     from atento.export.checkpoint import load_encoder, open_checkpoint
-    from atento.export.model import Encoder
+    from atento.export.model import Encoder, FusedSelfAttention
 
     loaded = load_encoder(open_checkpoint(checkpoint_dir))
-    model = Encoder(loaded.config, kernel="fused")  # scaled_dot_product_attention: eager's fastest path
+    model = Encoder(loaded.config, attention=FusedSelfAttention)  # scaled_dot_product_attention: eager's fastest
     model.load_state_dict(loaded.state_dict())
     model.eval()
 

@@ -1,11 +1,13 @@
-"""The PyTorch encoder on its own: shapes, masking, padding, and the attention kernels agreeing."""
+"""The PyTorch encoder on its own: shapes, masking, padding, and the attention paths agreeing."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
 from atento.export.config import CheckpointError, EncoderConfig
-from atento.export.model import Encoder
+from atento.export.model import Encoder, FusedSelfAttention, FusedSelfAttentionWithMaps, MultiHeadSelfAttention
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +94,9 @@ def test_masked_token_content_is_ignored(tiny: Encoder) -> None:
     torch.testing.assert_close(first[real], second[real], atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("kernel", ["fused", "fused_with_probs"])
-def test_fused_kernels_match_the_equations(tiny: Encoder, kernel: str) -> None:
-    fused = Encoder(tiny.config, kernel=kernel)  # type: ignore[arg-type]
+@pytest.mark.parametrize("attention", [FusedSelfAttention, FusedSelfAttentionWithMaps])
+def test_fused_paths_match_the_equations(tiny: Encoder, attention: type[MultiHeadSelfAttention]) -> None:
+    fused = Encoder(tiny.config, attention=attention)
     fused.load_state_dict(tiny.state_dict())
     ids, mask, types = random_inputs(2, 10)
     mask[1, 7:] = 0
@@ -103,7 +105,7 @@ def test_fused_kernels_match_the_equations(tiny: Encoder, kernel: str) -> None:
         got, got_probs = fused.eval()(ids, mask, types)
     real = mask.bool()
     torch.testing.assert_close(got[real], expected[real], atol=1e-5, rtol=0)
-    if kernel == "fused":
+    if attention is FusedSelfAttention:
         assert got_probs is None
     else:
         assert got_probs is not None and expected_probs is not None
@@ -115,6 +117,6 @@ def test_config_is_frozen_and_validated() -> None:
     with pytest.raises(AttributeError):
         config.hidden_size = 64  # type: ignore[misc]
     with pytest.raises(CheckpointError, match="hidden_act 'swish'"):
-        EncoderConfig(**{**config.to_dict(), "hidden_act": "swish"})
+        dataclasses.replace(config, hidden_act="swish")
     with pytest.raises(CheckpointError, match="not divisible"):
-        EncoderConfig(**{**config.to_dict(), "num_heads": 5})
+        dataclasses.replace(config, num_heads=5)

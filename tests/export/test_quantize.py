@@ -44,7 +44,8 @@ def test_int8_accuracy_on_the_parity_sentences(minilm_bundle: Path, int8_graph: 
 
 def test_a_text_does_not_depend_on_its_batch(int8_graph: Path, minilm_bundle: Path) -> None:
     """Per-token scales: one text alone and the same text among others embed the same."""
-    from atento.service.tokenizer import TextTokenizer, pad_batch
+    from atento.service.packing import pad_batch
+    from atento.service.tokenizer import TextTokenizer
 
     tokenizer = TextTokenizer(minilm_bundle / "tokenizer.json", 512)
     session = ort.InferenceSession(str(int8_graph))

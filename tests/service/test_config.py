@@ -25,12 +25,13 @@ def test_defaults() -> None:
 def test_environment_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ATENTO_PORT", "6000")
     monkeypatch.setenv("ATENTO_MAX_BATCH_TOKENS", "1234")
-    monkeypatch.setenv("ATENTO_ATTENTION", "false")
+    monkeypatch.setenv("ATENTO_ATTENTION_MAPS", "false")
     settings = parse(["--port", "7000", "--bundle", "/x"])
     assert settings.port == 7000  # the flag wins
     assert settings.max_batch_tokens == 1234  # the environment fills what flags leave
-    assert settings.attention is False and settings.bundle == Path("/x")
-    assert parse(["--attention"]).attention is True
+    assert settings.attention_maps is False and settings.bundle == Path("/x")
+    assert parse(["--attention-maps"]).attention_maps is True
+    assert parse(["--no-attention"]).attention_maps is False  # the flag as earlier releases spelt it
 
 
 def test_invalid_values_name_the_field() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from atento.service.bundle import read_bundle
+from atento.service.bundle import GraphRole, read_bundle
 from atento.service.config import Settings
 from atento.service.runtime import CPU, CUDA, ProviderError, Runtime, choose_provider, confirm_provider
 
@@ -46,12 +46,12 @@ def test_a_silent_fallback_to_cpu_is_caught() -> None:
 
 def test_cpu_runtime_runs_both_graphs(tiny_bundle: Path) -> None:
     runtime = Runtime(read_bundle(tiny_bundle), Settings(bundle=tiny_bundle, provider="cpu"))
-    assert runtime.provider == CPU and runtime.has_attention
+    assert runtime.provider == CPU and runtime.has_attention_maps
     ids = np.full((2, 5), 2000, dtype=np.int64)
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     assert runtime.run(feeds).hidden.shape == (2, 5, 32)
-    out = runtime.run(feeds, attention=True)
-    assert out.attentions is not None and out.attentions.shape == (2, 2, 4, 5, 5)
+    out = runtime.run(feeds, GraphRole.ATTENTION_MAPS)
+    assert out.attention_maps is not None and out.attention_maps.shape == (2, 2, 4, 5, 5)
 
 
 def test_cuda_provider_when_a_gpu_is_present(tiny_bundle: Path) -> None:
