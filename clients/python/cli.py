@@ -45,7 +45,7 @@ def client_options(parser: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    cli = OneLineParser(prog="atento", description="Embeddings, tokens and attention weights from an atento server.")
+    cli = OneLineParser(prog="atento", description="Embeddings, tokens and attention maps from an atento server.")
     sub = cli.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name, text in DELEGATED.items():
         sub.add_parser(name, help=text, add_help=False)
@@ -75,7 +75,9 @@ def parser() -> argparse.ArgumentParser:
     health = sub.add_parser("health", help="print the health status; exit 0 only when SERVING")
     health.add_argument("--service", default="", help="health service name ('' = the whole server, 'liveness')")
 
-    attention = sub.add_parser("attention", help="show what each token attends to, as a table or a PNG heatmap")
+    attention = sub.add_parser(
+        "attention", help="show a text's attention map (what each token attends to), as a table or a PNG heatmap"
+    )
     attention.add_argument("text", metavar="TEXT")
     attention.add_argument("--layer", type=int, required=True, help="0-based layer")
     attention.add_argument("--head", type=int, help="0-based head (default: the mean over all heads)")

@@ -13,7 +13,7 @@ from atento.v1 import encoder_pb2 as pb
 from . import health
 from .base import DEFAULT, ClientBase
 from .errors import from_rpc_error
-from .messages import Attention, DTypeName, PoolingName, embed_request, tokenize_request
+from .messages import AttentionSelection, DTypeName, PoolingName, embed_request, tokenize_request
 from .results import (
     EmbedResult,
     Encoding,
@@ -43,7 +43,7 @@ class Client(ClientBase):
         normalize: bool | None = None,
         pooling: PoolingName | None = None,
         token_embeddings: bool = False,
-        attention: Attention | bool | None = None,
+        attention: AttentionSelection | bool | None = None,
         dtype: DTypeName = "float32",
         truncate: bool = False,
         tokens: bool = False,

@@ -112,15 +112,15 @@ def health(args: argparse.Namespace) -> int:
 
 
 def attention(args: argparse.Namespace) -> int:
-    from .attention_view import render_png, render_table
-    from .messages import Attention
+    from .heatmap import render_png, render_table
+    from .messages import AttentionSelection
 
     heads = [] if args.head is None else [args.head]
+    selection = AttentionSelection([args.layer], heads, average_heads=args.head is None)
     with connect(args) as client:
-        result = client.embed(args.text, attention=Attention([args.layer], heads, average_heads=args.head is None))
-    (encoding,) = result.results
-    assert encoding.attention is not None
-    matrix = encoding.attention[0, 0]  # (tokens, tokens)
+        (encoding,) = client.embed(args.text, attention=selection).results
+    assert encoding.attention_maps is not None
+    matrix = encoding.attention_maps[0, 0]  # (tokens, tokens): the one layer and head asked for
     tokens = [t.text for t in encoding.tokens]
     title = f"layer {args.layer}, " + ("mean of all heads" if args.head is None else f"head {args.head}")
     if args.png:

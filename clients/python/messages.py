@@ -15,8 +15,9 @@ DTYPE = {"float32": pb.DTYPE_FLOAT32, "float16": pb.DTYPE_FLOAT16}
 
 
 @dataclass(frozen=True)
-class Attention:
-    """Which attention maps to return: empty layers or heads mean all of them."""
+class AttentionSelection:
+    """Which attention maps an embed call asks for: empty layers or heads mean all of them, and
+    ``average_heads`` returns the mean over the selected heads as one map per layer."""
 
     layers: Sequence[int] = field(default_factory=tuple)
     heads: Sequence[int] = field(default_factory=tuple)
@@ -33,7 +34,7 @@ def embed_request(
     normalize: bool | None = None,
     pooling: PoolingName | None = None,
     token_embeddings: bool = False,
-    attention: Attention | bool | None = None,
+    attention: AttentionSelection | bool | None = None,
     dtype: DTypeName = "float32",
     truncate: bool = False,
     tokens: bool = False,
@@ -53,8 +54,8 @@ def embed_request(
     if normalize is not None:
         request.normalize = normalize
     if attention is True:
-        attention = Attention()
-    if isinstance(attention, Attention):
+        attention = AttentionSelection()
+    if isinstance(attention, AttentionSelection):
         request.attention.CopyFrom(
             pb.AttentionSpec(
                 layers=list(attention.layers), heads=list(attention.heads), average_heads=attention.average_heads
