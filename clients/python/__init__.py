@@ -16,7 +16,7 @@ from .errors import (
     UnauthenticatedError,
     UnavailableError,
 )
-from .messages import AttentionSelection
+from .messages import AttentionSelection, EmbedOptions
 from .results import EmbedResult, Encoding, Limits, ModelInfo, Timings, Token, TokenizedText, Usage
 from .similarity import similarity
 
@@ -32,6 +32,7 @@ __all__ = [
     "CancelledError",
     "Client",
     "DeadlineExceededError",
+    "EmbedOptions",
     "EmbedResult",
     "Encoding",
     "InternalError",

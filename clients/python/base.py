@@ -1,20 +1,28 @@
-"""What the blocking and the asyncio client share: one constructor, the channel and the stubs."""
+"""What the blocking and the asyncio client share: one constructor, the channels and the RPC table."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Final
 
 import grpc
 from atento.v1 import encoder_pb2_grpc as pb_grpc
 
 from . import health
+from .calls import ENCODER_METHODS, HEALTH_CHECK
 from .connection import DEFAULT_TARGET, Connection, Retry
 
-DEFAULT = object()  # "use the connection's default timeout"
+
+class _Default(enum.Enum):
+    TIMEOUT = "the connection's timeout"
+
+
+DEFAULT: Final = _Default.TIMEOUT
+Timeout = float | None | _Default  # seconds; None for no deadline; DEFAULT for the connection's timeout
 
 
 class ClientBase:
@@ -42,7 +50,7 @@ class ClientBase:
         keepalive_s: float = 30.0,
         health_check: bool = True,
     ) -> None:
-        self.connection = conn = Connection.build(
+        self.connection = connection = Connection.build(
             target,
             tls=tls,
             root_certificates=root_certificates,
@@ -55,24 +63,32 @@ class ClientBase:
             keepalive_s=keepalive_s,
             health_check=health_check,
         )
-        self._channel = self._open(conn)
-        self._stub = pb_grpc.EncoderStub(self._channel)  # type: ignore[no-untyped-call]
-        # Calls only go to replicas whose health says SERVING; `health()` must reach the others too,
-        # so it has a channel of its own that does not watch health.
-        self._probe_channel = self._open(replace(conn, health_check=False)) if health_check else self._channel
-        self._health = self._probe_channel.unary_unary(
-            health.CHECK_METHOD, request_serializer=health.serialize_request, response_deserializer=None
+        self._channel = self._open(connection)
+        stub = pb_grpc.EncoderStub(self._channel)  # type: ignore[no-untyped-call]
+        self._stream = stub.EmbedStream
+        # Calls only go to replicas whose health says SERVING; a health check must reach the others
+        # too, so it has a channel of its own that does not watch health.
+        self._probe_channel = (
+            self._open(replace(connection, health_check=False)) if connection.health_check else self._channel
         )
+        check = self._probe_channel.unary_unary(
+            HEALTH_CHECK,
+            request_serializer=health.HealthCheckRequest.SerializeToString,
+            response_deserializer=health.HealthCheckResponse.FromString,
+        )
+        self._unary: dict[str, Any] = {name: getattr(stub, name) for name in ENCODER_METHODS} | {HEALTH_CHECK: check}
 
-    def _open(self, conn: Connection) -> Any:
-        credentials = conn.credentials()
+    def _open(self, connection: Connection) -> Any:
+        credentials = connection.credentials()
+        target, options = connection.target, connection.options()
         if credentials is None:
-            return self.channels.insecure_channel(conn.target, options=conn.options())
-        return self.channels.secure_channel(conn.target, credentials, options=conn.options())
+            return self.channels.insecure_channel(target, options=options)
+        return self.channels.secure_channel(target, credentials, options=options)
 
     def _channels(self) -> list[Any]:
         return [self._channel] if self._probe_channel is self._channel else [self._channel, self._probe_channel]
 
-    def _seconds(self, timeout: Any) -> float | None:
-        seconds: float | None = self.connection.timeout if timeout is DEFAULT else timeout
-        return seconds
+    def _call_options(self, timeout: Timeout) -> dict[str, Any]:
+        """The deadline and the token every call carries."""
+        seconds = self.connection.timeout if timeout is DEFAULT else timeout
+        return {"timeout": seconds, "metadata": self.connection.metadata()}
