@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from .aio import AsyncClient
-from .commands import connection_options
 from .errors import AtentoError
+from .options import connection_options
 
 
 @dataclass
