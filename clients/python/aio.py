@@ -56,7 +56,7 @@ class AsyncClient(ClientBase):
     ) -> AsyncIterator[Encoding]:
         """Embed any number of texts over one stream, in input order, with bounded memory."""
         batches = calls.StreamBatches(batch_size=batch_size, max_in_flight=max_in_flight, **options)
-        slots = asyncio.Semaphore(max_in_flight)
+        slots = asyncio.Semaphore(batches.max_in_flight)
 
         async def requests() -> AsyncIterator[pb.EmbedRequest]:
             async for text in _texts_from(texts):

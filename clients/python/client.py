@@ -47,7 +47,7 @@ class Client(ClientBase):
         bounded however long the input is: the input is read only as results are consumed.
         """
         batches = calls.StreamBatches(batch_size=batch_size, max_in_flight=max_in_flight, **options)
-        slots = threading.Semaphore(max_in_flight)
+        slots = threading.Semaphore(batches.max_in_flight)
         finished = threading.Event()
 
         def requests() -> Iterator[pb.EmbedRequest]:  # runs on gRPC's thread, which sends what it yields
