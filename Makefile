@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 50051
 METRICS_PORT ?= 9464
 
-.PHONY: venv tools serve bundle test lint format typecheck proto bench soak clean
+.PHONY: venv tools serve bundle test test-fast lint format typecheck proto bench soak clean
 
 # The development environment: every extra but `gpu` (onnxruntime-gpu would replace the CPU build).
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -44,6 +44,10 @@ serve: $(VENV)/.installed bundle
 # Lint and type checks first, then every test (CUDA tests skip, saying so, without a GPU).
 test: lint tools
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The in-process unit tests only (marked `fast`): seconds, no server, no subprocess.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m fast $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

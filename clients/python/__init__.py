@@ -1,4 +1,4 @@
-"""atento's Python SDK: embeddings, tokens and attention weights from an atento server.
+"""atento's Python SDK: embeddings, tokens and attention maps from an atento server.
 
 Needs only grpcio, protobuf and numpy (`pip install atento[client]`).
 """
@@ -16,17 +16,23 @@ from .errors import (
     UnauthenticatedError,
     UnavailableError,
 )
-from .messages import Attention
+from .messages import AttentionSelection, EmbedOptions
 from .results import EmbedResult, Encoding, Limits, ModelInfo, Timings, Token, TokenizedText, Usage
 from .similarity import similarity
+
+# Deprecated alias: an embed call's choice of layers and heads was called `Attention` before it was
+# named an attention selection. Kept so that code written against the old name still runs.
+Attention = AttentionSelection
 
 __all__ = [
     "AsyncClient",
     "AtentoError",
     "Attention",
+    "AttentionSelection",
     "CancelledError",
     "Client",
     "DeadlineExceededError",
+    "EmbedOptions",
     "EmbedResult",
     "Encoding",
     "InternalError",

@@ -1,30 +1,34 @@
-"""The asyncio client: the same methods as ``Client``, awaitable."""
+"""The asyncio client: the blocking client's methods, awaitable, over the same ``calls`` core."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import TypeVar, Unpack
 
 import grpc
 import numpy as np
 from atento.v1 import encoder_pb2 as pb
 
-from . import health
-from .base import DEFAULT, ClientBase
-from .errors import from_rpc_error
-from .messages import Attention, DTypeName, PoolingName, embed_request, tokenize_request
-from .results import (
-    EmbedResult,
-    Encoding,
-    ModelInfo,
-    TokenizedText,
-    embed_result_from,
-    encoding_from,
-    model_info_from,
-    tokenized_from,
-)
-from .similarity import cosine_matrix
+from . import calls
+from .base import DEFAULT, ClientBase, Timeout
+from .calls import Call, Texts, Vectors
+from .errors import rpc_errors
+from .messages import EmbedOptions
+from .results import EmbedResult, Encoding, ModelInfo, TokenizedText
+from .similarity import similarity
+
+R = TypeVar("R")
+
+
+async def _texts_from(texts: Iterable[str] | AsyncIterable[str]) -> AsyncIterator[str]:
+    """Plain and async iterables alike, read one text at a time."""
+    if isinstance(texts, AsyncIterable):
+        async for text in texts:
+            yield text
+    else:
+        for text in texts:
+            yield text
 
 
 class AsyncClient(ClientBase):
@@ -33,36 +37,13 @@ class AsyncClient(ClientBase):
 
     channels = grpc.aio
 
-    async def _call(self, method: Any, request: Any, timeout: Any) -> Any:
-        try:
-            return await method(request, timeout=self._seconds(timeout), metadata=self.connection.metadata())
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+    async def _send(self, call: Call[R], timeout: Timeout) -> R:
+        with rpc_errors():
+            response = await self._unary[call.method](call.request, **self._call_options(timeout))
+        return call.decode(response)
 
-    async def embed(
-        self,
-        texts: str | Sequence[str],
-        *,
-        normalize: bool | None = None,
-        pooling: PoolingName | None = None,
-        token_embeddings: bool = False,
-        attention: Attention | bool | None = None,
-        dtype: DTypeName = "float32",
-        truncate: bool = False,
-        tokens: bool = False,
-        timeout: Any = DEFAULT,
-    ) -> EmbedResult:
-        request = embed_request(
-            texts,
-            normalize=normalize,
-            pooling=pooling,
-            token_embeddings=token_embeddings,
-            attention=attention,
-            dtype=dtype,
-            truncate=truncate,
-            tokens=tokens,
-        )
-        return embed_result_from(await self._call(self._stub.Embed, request, timeout))
+    async def embed(self, texts: Texts, *, timeout: Timeout = DEFAULT, **options: Unpack[EmbedOptions]) -> EmbedResult:
+        return await self._send(calls.embed(texts, **options), timeout)
 
     async def embed_stream(
         self,
@@ -71,67 +52,45 @@ class AsyncClient(ClientBase):
         batch_size: int = 32,
         max_in_flight: int = 8,
         timeout: float | None = None,
-        **options: Any,
+        **options: Unpack[EmbedOptions],
     ) -> AsyncIterator[Encoding]:
         """Embed any number of texts over one stream, in input order, with bounded memory."""
-        slots = asyncio.Semaphore(max_in_flight)
-
-        async def source() -> AsyncIterator[str]:
-            if isinstance(texts, AsyncIterable):
-                async for text in texts:
-                    yield text
-            else:
-                for text in texts:
-                    yield text
+        batches = calls.StreamBatches(batch_size=batch_size, max_in_flight=max_in_flight, **options)
+        slots = asyncio.Semaphore(batches.max_in_flight)
 
         async def requests() -> AsyncIterator[pb.EmbedRequest]:
-            batch: list[str] = []
-            async for text in source():
-                batch.append(text)
-                if len(batch) == batch_size:
+            async for text in _texts_from(texts):
+                if (request := batches.add(text)) is not None:
                     await slots.acquire()
-                    yield embed_request(batch, **options)
-                    batch = []
-            if batch:
+                    yield request
+            if (last := batches.finish()) is not None:
                 await slots.acquire()
-                yield embed_request(batch, **options)
+                yield last
 
-        call = self._stub.EmbedStream(requests(), timeout=timeout, metadata=self.connection.metadata())
+        call = self._stream(requests(), **self._call_options(timeout))
         try:
-            async for response in call:
-                slots.release()
-                for message in response.results:
-                    yield encoding_from(message)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+            with rpc_errors():
+                async for response in call:
+                    slots.release()
+                    for encoding in batches.decode(response):
+                        yield encoding
         finally:
             call.cancel()
 
     async def tokenize(
-        self, texts: str | Sequence[str], *, truncate: bool = False, timeout: Any = DEFAULT
+        self, texts: Texts, *, truncate: bool = False, timeout: Timeout = DEFAULT
     ) -> list[TokenizedText]:
-        return tokenized_from(
-            await self._call(self._stub.Tokenize, tokenize_request(texts, truncate=truncate), timeout)
-        )
+        return await self._send(calls.tokenize(texts, truncate=truncate), timeout)
 
-    async def info(self, *, timeout: Any = DEFAULT) -> ModelInfo:
-        return model_info_from(await self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(), timeout))
+    async def info(self, *, timeout: Timeout = DEFAULT) -> ModelInfo:
+        return await self._send(calls.info(), timeout)
 
-    async def health(self, service: str = "", *, timeout: Any = DEFAULT) -> str:
-        return health.status_name(await self._call(self._health, service, timeout))
+    async def health(self, service: str = "", *, timeout: Timeout = DEFAULT) -> str:
+        return await self._send(calls.health_check(service), timeout)
 
-    async def similarity(
-        self, a: str | Sequence[str] | np.ndarray, b: str | Sequence[str] | np.ndarray | None = None
-    ) -> np.ndarray:
-        async def vectors(x: str | Sequence[str] | np.ndarray) -> np.ndarray:
-            if isinstance(x, np.ndarray):
-                return x
-            result = await self.embed(x, normalize=True)
-            assert result.embeddings is not None
-            return result.embeddings
-
-        first = await vectors(a)
-        return cosine_matrix(first, first if b is None else await vectors(b))
+    async def similarity(self, a: Vectors, b: Vectors | None = None, *, timeout: Timeout = DEFAULT) -> np.ndarray:
+        inputs = calls.similarity_inputs(a, b)
+        return similarity(*[x if isinstance(x, np.ndarray) else await self._send(x, timeout) for x in inputs])
 
     async def close(self) -> None:
         for channel in self._channels():

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from .aio import AsyncClient
-from .commands import connection_options
 from .errors import AtentoError
+from .options import connection_options
 
 
 @dataclass
@@ -55,8 +55,8 @@ def sample_texts(path: str | None) -> list[str]:
 class Progress:
     """A one-line progress bar on stderr, redrawn at most five times a second."""
 
-    def __init__(self, total: float, unit: str) -> None:
-        self.total, self.unit, self.last = total, unit, 0.0
+    def __init__(self, total: float) -> None:
+        self.total, self.last = total, 0.0
 
     def show(self, done: float, requests: int, force: bool = False) -> None:
         now = time.monotonic()
@@ -77,7 +77,7 @@ async def drive(args: argparse.Namespace, client: AsyncClient, texts: list[str])
     errors: Counter[str] = Counter()
     counts = {"texts": 0, "tokens": 0, "sent": 0}
     deadline: float | None = time.monotonic() + args.duration if args.duration else None
-    progress = Progress(args.duration or args.requests, "s" if args.duration else "requests")
+    progress = Progress(args.duration or args.requests)
     start = time.monotonic()
 
     def more() -> bool:

@@ -7,13 +7,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from . import commands
 from .errors import AtentoError
+from .options import add_connection_flags
 
 DELEGATED = {"serve": "start the gRPC server (atento serve --help)", "export": "build a bundle (atento export --help)"}
 
@@ -23,29 +23,8 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def client_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("connection")
-    group.add_argument(
-        "--target",
-        default=os.environ.get("ATENTO_TARGET", "127.0.0.1:50051"),
-        help="host:port, dns:///name:port, or several IP host:port separated by commas (env ATENTO_TARGET)",
-    )
-    group.add_argument("--tls", action="store_true", help="use TLS with the system's root certificates")
-    group.add_argument("--root-cert", help="PEM file of the CA that signed the server's certificate (implies --tls)")
-    group.add_argument("--client-cert", help="PEM client certificate, for mutual TLS")
-    group.add_argument("--client-key", help="PEM client key, for mutual TLS")
-    group.add_argument("--server-name", help="TLS name to check when it differs from the target's host")
-    group.add_argument("--token", default=os.environ.get("ATENTO_TOKEN"), help="bearer token (env ATENTO_TOKEN)")
-    group.add_argument("--timeout", type=float, default=30.0, help="deadline per call, in seconds (default 30)")
-    group.add_argument(
-        "--no-health-check",
-        action="store_true",
-        help="send calls without watching the servers' readiness (for servers that require the token for health)",
-    )
-
-
 def parser() -> argparse.ArgumentParser:
-    cli = OneLineParser(prog="atento", description="Embeddings, tokens and attention weights from an atento server.")
+    cli = OneLineParser(prog="atento", description="Embeddings, tokens and attention maps from an atento server.")
     sub = cli.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name, text in DELEGATED.items():
         sub.add_parser(name, help=text, add_help=False)
@@ -75,7 +54,9 @@ def parser() -> argparse.ArgumentParser:
     health = sub.add_parser("health", help="print the health status; exit 0 only when SERVING")
     health.add_argument("--service", default="", help="health service name ('' = the whole server, 'liveness')")
 
-    attention = sub.add_parser("attention", help="show what each token attends to, as a table or a PNG heatmap")
+    attention = sub.add_parser(
+        "attention", help="show a text's attention map (what each token attends to), as a table or a PNG heatmap"
+    )
     attention.add_argument("text", metavar="TEXT")
     attention.add_argument("--layer", type=int, required=True, help="0-based layer")
     attention.add_argument("--head", type=int, help="0-based head (default: the mean over all heads)")
@@ -92,7 +73,7 @@ def parser() -> argparse.ArgumentParser:
 
     for name, child in sub.choices.items():
         if name not in DELEGATED:
-            client_options(child)
+            add_connection_flags(child)
     return cli
 
 
@@ -115,7 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands.run(parsed)
     except AtentoError as error:
         code = error.code.name if error.code is not None else "ERROR"
-        hint = f" (is a server running at {parsed.target}?)" if code in ("UNAVAILABLE", "DEADLINE_EXCEEDED") else ""
+        hint = (
+            f" (is a server running at {','.join(parsed.target)}?)"
+            if code in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+            else ""
+        )
         print(f"atento {parsed.command}: {code}: {error.message}{hint}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as error:

@@ -1,66 +1,36 @@
-"""The blocking client."""
+"""The blocking client: it sends the calls that ``calls`` builds and waits for their answers."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import TypeVar, Unpack
 
-import grpc
 import numpy as np
 from atento.v1 import encoder_pb2 as pb
 
-from . import health
-from .base import DEFAULT, ClientBase
-from .errors import from_rpc_error
-from .messages import Attention, DTypeName, PoolingName, embed_request, tokenize_request
-from .results import (
-    EmbedResult,
-    Encoding,
-    ModelInfo,
-    TokenizedText,
-    embed_result_from,
-    encoding_from,
-    model_info_from,
-    tokenized_from,
-)
-from .similarity import cosine_matrix
+from . import calls
+from .base import DEFAULT, ClientBase, Timeout
+from .calls import Call, Texts, Vectors
+from .errors import rpc_errors
+from .messages import EmbedOptions
+from .results import EmbedResult, Encoding, ModelInfo, TokenizedText
+from .similarity import similarity
+
+R = TypeVar("R")
 
 
 class Client(ClientBase):
     """A blocking atento client. Use it as a context manager, or call ``close``."""
 
-    def _call(self, method: Any, request: Any, timeout: Any) -> Any:
-        try:
-            return method(request, timeout=self._seconds(timeout), metadata=self.connection.metadata())
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+    def _send(self, call: Call[R], timeout: Timeout) -> R:
+        with rpc_errors():
+            response = self._unary[call.method](call.request, **self._call_options(timeout))
+        return call.decode(response)
 
-    def embed(
-        self,
-        texts: str | Sequence[str],
-        *,
-        normalize: bool | None = None,
-        pooling: PoolingName | None = None,
-        token_embeddings: bool = False,
-        attention: Attention | bool | None = None,
-        dtype: DTypeName = "float32",
-        truncate: bool = False,
-        tokens: bool = False,
-        timeout: Any = DEFAULT,
-    ) -> EmbedResult:
-        """Embed texts in one call. Unset ``normalize``/``pooling`` take the model's defaults."""
-        request = embed_request(
-            texts,
-            normalize=normalize,
-            pooling=pooling,
-            token_embeddings=token_embeddings,
-            attention=attention,
-            dtype=dtype,
-            truncate=truncate,
-            tokens=tokens,
-        )
-        return embed_result_from(self._call(self._stub.Embed, request, timeout))
+    def embed(self, texts: Texts, *, timeout: Timeout = DEFAULT, **options: Unpack[EmbedOptions]) -> EmbedResult:
+        """Embed texts in one call. Options left out take the defaults EmbedOptions lists."""
+        return self._send(calls.embed(texts, **options), timeout)
 
     def embed_stream(
         self,
@@ -69,36 +39,29 @@ class Client(ClientBase):
         batch_size: int = 32,
         max_in_flight: int = 8,
         timeout: float | None = None,
-        **options: Any,
+        **options: Unpack[EmbedOptions],
     ) -> Iterator[Encoding]:
         """Embed any number of texts over one bidirectional stream; results come in input order.
 
         At most ``max_in_flight`` requests of ``batch_size`` texts are outstanding, so memory stays
         bounded however long the input is: the input is read only as results are consumed.
         """
-        slots = threading.Semaphore(max_in_flight)
+        batches = calls.StreamBatches(batch_size=batch_size, max_in_flight=max_in_flight, **options)
+        slots = threading.Semaphore(batches.max_in_flight)
         finished = threading.Event()
 
-        def requests() -> Iterator[pb.EmbedRequest]:
-            batch: list[str] = []
-            for text in texts:
-                batch.append(text)
-                if len(batch) == batch_size:
-                    if not self._wait_slot(slots, finished):
-                        return
-                    yield embed_request(batch, **options)
-                    batch = []
-            if batch and self._wait_slot(slots, finished):
-                yield embed_request(batch, **options)
+        def requests() -> Iterator[pb.EmbedRequest]:  # runs on gRPC's thread, which sends what it yields
+            for request in batches.requests(texts):
+                if not self._wait_slot(slots, finished):
+                    return
+                yield request
 
-        call = self._stub.EmbedStream(requests(), timeout=timeout, metadata=self.connection.metadata())
+        call = self._stream(requests(), **self._call_options(timeout))
         try:
-            for response in call:
-                slots.release()
-                for message in response.results:
-                    yield encoding_from(message)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+            with rpc_errors():
+                for response in call:
+                    slots.release()
+                    yield from batches.decode(response)
         finally:
             finished.set()
             call.cancel()
@@ -110,32 +73,20 @@ class Client(ClientBase):
                 return False
         return True
 
-    def tokenize(
-        self, texts: str | Sequence[str], *, truncate: bool = False, timeout: Any = DEFAULT
-    ) -> list[TokenizedText]:
-        return tokenized_from(self._call(self._stub.Tokenize, tokenize_request(texts, truncate=truncate), timeout))
+    def tokenize(self, texts: Texts, *, truncate: bool = False, timeout: Timeout = DEFAULT) -> list[TokenizedText]:
+        return self._send(calls.tokenize(texts, truncate=truncate), timeout)
 
-    def info(self, *, timeout: Any = DEFAULT) -> ModelInfo:
-        return model_info_from(self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(), timeout))
+    def info(self, *, timeout: Timeout = DEFAULT) -> ModelInfo:
+        return self._send(calls.info(), timeout)
 
-    def health(self, service: str = "", *, timeout: Any = DEFAULT) -> str:
+    def health(self, service: str = "", *, timeout: Timeout = DEFAULT) -> str:
         """The standard health check: SERVING, NOT_SERVING, SERVICE_UNKNOWN or UNKNOWN."""
-        return health.status_name(self._call(self._health, service, timeout))
+        return self._send(calls.health_check(service), timeout)
 
-    def similarity(
-        self, a: str | Sequence[str] | np.ndarray, b: str | Sequence[str] | np.ndarray | None = None
-    ) -> np.ndarray:
+    def similarity(self, a: Vectors, b: Vectors | None = None, *, timeout: Timeout = DEFAULT) -> np.ndarray:
         """Cosine similarity matrix (len(a), len(b)) of texts (embedded here) or embeddings; b defaults to a."""
-
-        def vectors(x: str | Sequence[str] | np.ndarray) -> np.ndarray:
-            if isinstance(x, np.ndarray):
-                return x
-            result = self.embed(x, normalize=True)
-            assert result.embeddings is not None
-            return result.embeddings
-
-        first = vectors(a)
-        return cosine_matrix(first, first if b is None else vectors(b))
+        inputs = calls.similarity_inputs(a, b)
+        return similarity(*[x if isinstance(x, np.ndarray) else self._send(x, timeout) for x in inputs])
 
     def close(self) -> None:
         for channel in self._channels():

@@ -8,27 +8,14 @@ import sys
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from .bench import run_bench
 from .client import Client
-
-
-def connection_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The client keyword arguments the connection flags give (see cli.client_options)."""
-    targets = [t.strip() for t in args.target.split(",") if t.strip()]
-    return {
-        "target": targets if len(targets) > 1 else targets[0],
-        "tls": args.tls,
-        "root_certificates": args.root_cert,
-        "client_certificate": args.client_cert,
-        "client_key": args.client_key,
-        "server_name": args.server_name,
-        "token": args.token,
-        "timeout": args.timeout,
-        "health_check": not args.no_health_check,
-    }
+from .heatmap import render_png, render_table
+from .messages import AttentionSelection
+from .options import connection_options
 
 
 def connect(args: argparse.Namespace) -> Client:
@@ -112,15 +99,12 @@ def health(args: argparse.Namespace) -> int:
 
 
 def attention(args: argparse.Namespace) -> int:
-    from .attention_view import render_png, render_table
-    from .messages import Attention
-
     heads = [] if args.head is None else [args.head]
+    selection = AttentionSelection([args.layer], heads, average_heads=args.head is None)
     with connect(args) as client:
-        result = client.embed(args.text, attention=Attention([args.layer], heads, average_heads=args.head is None))
-    (encoding,) = result.results
-    assert encoding.attention is not None
-    matrix = encoding.attention[0, 0]  # (tokens, tokens)
+        (encoding,) = client.embed(args.text, attention=selection).results
+    assert encoding.attention_maps is not None
+    matrix = encoding.attention_maps[0, 0]  # (tokens, tokens): the one layer and head asked for
     tokens = [t.text for t in encoding.tokens]
     title = f"layer {args.layer}, " + ("mean of all heads" if args.head is None else f"head {args.head}")
     if args.png:
@@ -131,12 +115,6 @@ def attention(args: argparse.Namespace) -> int:
     return 0
 
 
-def bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
-
-    return run_bench(args)
-
-
 COMMANDS = {
     "embed": embed,
     "similarity": similarity,
@@ -144,7 +122,7 @@ COMMANDS = {
     "info": info,
     "health": health,
     "attention": attention,
-    "bench": bench,
+    "bench": run_bench,
 }
 
 

@@ -1,5 +1,9 @@
 """How a client reaches its servers: targets, TLS, token, deadline, retries, keepalive, balancing.
 
+``Connection`` is the one definition of every connection option: the clients take its fields as
+their keywords, and the command line's connection flags are generated from the same fields (each
+carries its flag and help text), so an option is added or documented in one place.
+
 Retries go through gRPC's own service config: UNAVAILABLE and RESOURCE_EXHAUSTED are retried with
 exponential backoff, and gRPC waits the server's `grpc-retry-pushback-ms` hint before retrying an
 overloaded call. Calls wait for a ready connection (so a call made while a server restarts goes
@@ -13,8 +17,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,8 @@ import grpc
 DEFAULT_TARGET = "127.0.0.1:50051"
 HEALTH_SERVICE = "atento.v1.Encoder"  # the server's readiness: SERVING once warm, NOT_SERVING while draining
 MAX_MESSAGE_BYTES = 256 << 20  # attention maps of long texts are large
+
+Pem = bytes | str | Path  # PEM content, or the path of a PEM file
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,29 @@ class Retry:
     multiplier: float = 2.0
 
 
-def _pem(value: bytes | str | Path | None) -> bytes | None:
+@dataclass(frozen=True)
+class Flag:
+    """How a connection option is spelt on the command line. A bool option that defaults to True is
+    turned off by its flag (``--no-...``); ``env`` names a variable that gives the default; ``parse``
+    turns the flag's text into the option's value (default: the type of the option's default)."""
+
+    name: str
+    help: str
+    env: str | None = None
+    parse: Callable[[str], Any] | None = None
+
+
+def flag(name: str, help: str, *, env: str | None = None, parse: Callable[[str], Any] | None = None) -> dict[str, Flag]:
+    """A Connection field's metadata: its command-line flag, declared where the option is."""
+    return {"flag": Flag(name, help, env, parse)}
+
+
+def split_targets(text: str) -> tuple[str, ...]:
+    """``--target a:1,b:2``: several targets on the command line, separated by commas."""
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def read_pem(value: Pem | None) -> bytes | None:
     """PEM content, or the path of a PEM file."""
     if value is None or isinstance(value, bytes):
         return value
@@ -47,56 +75,71 @@ def _pem(value: bytes | str | Path | None) -> bytes | None:
 
 @dataclass(frozen=True)
 class Connection:
-    targets: tuple[str, ...] = (DEFAULT_TARGET,)
-    tls: bool = False
-    root_certificates: bytes | None = None
-    client_certificate: bytes | None = None
-    client_key: bytes | None = None
-    server_name: str | None = None  # TLS name to check when it differs from the target's host
-    token: str | None = None
-    timeout: float | None = 30.0
-    retry: Retry | None = field(default_factory=Retry)
-    keepalive_s: float = 30.0
-    health_check: bool = True
+    """``target`` is one `host:port`, a `dns:///name:port` (round-robin over every address the name
+    has, e.g. a headless Kubernetes Service), or several IP `host:port` targets. Certificates and
+    keys are PEM bytes or file paths, read when the connection is made; ``retry=None`` turns retries
+    off. With ``health_check`` (the default) calls go only to replicas whose readiness is SERVING,
+    and wait while none is: a draining or loading replica gets no new calls. Turn it off when the
+    server requires the token for health (``--no-auth-exempt-health``), since gRPC's health watch
+    cannot carry it."""
 
-    @classmethod
-    def build(
-        cls,
-        target: str | Sequence[str] = DEFAULT_TARGET,
-        *,
-        tls: bool = False,
-        root_certificates: bytes | str | Path | None = None,
-        client_certificate: bytes | str | Path | None = None,
-        client_key: bytes | str | Path | None = None,
-        server_name: str | None = None,
-        token: str | None = None,
-        timeout: float | None = 30.0,
-        retry: Retry | None = Retry(),
-        keepalive_s: float = 30.0,
-        health_check: bool = True,
-    ) -> Connection:
-        targets = (target,) if isinstance(target, str) else tuple(target)
-        if not targets:
+    target: str | Sequence[str] = field(
+        default=DEFAULT_TARGET,
+        metadata=flag(
+            "--target",
+            "host:port, dns:///name:port, or several IP host:port separated by commas",
+            env="ATENTO_TARGET",
+            parse=split_targets,
+        ),
+    )
+    _: KW_ONLY
+    tls: bool = field(default=False, metadata=flag("--tls", "use TLS with the system's root certificates"))
+    root_certificates: Pem | None = field(
+        default=None,
+        metadata=flag("--root-cert", "PEM file of the CA that signed the server's certificate (implies --tls)"),
+    )
+    client_certificate: Pem | None = field(
+        default=None, metadata=flag("--client-cert", "PEM client certificate, for mutual TLS")
+    )
+    # Secrets (the client key, the token) stay out of the repr, so that they never reach a log.
+    client_key: Pem | None = field(
+        default=None, repr=False, metadata=flag("--client-key", "PEM client key, for mutual TLS")
+    )
+    server_name: str | None = field(
+        default=None, metadata=flag("--server-name", "TLS name to check when it differs from the target's host")
+    )
+    token: str | None = field(default=None, repr=False, metadata=flag("--token", "bearer token", env="ATENTO_TOKEN"))
+    timeout: float | None = field(default=30.0, metadata=flag("--timeout", "deadline per call, in seconds"))
+    retry: Retry | None = field(default_factory=Retry)  # a policy object: no flag, the CLI keeps the default
+    keepalive_s: float = field(
+        default=30.0, metadata=flag("--keepalive", "seconds between keepalive pings on an idle connection")
+    )
+    health_check: bool = field(
+        default=True,
+        metadata=flag(
+            "--no-health-check",
+            "send calls without watching the servers' readiness (for servers that require the token for health)",
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target", self.targets)  # one form, so that equal connections compare equal
+        if not self.targets:
             raise ValueError("at least one target is needed")
-        if (client_certificate is None) != (client_key is None):
+        if (self.client_certificate is None) != (self.client_key is None):
             raise ValueError("client_certificate and client_key go together (mutual TLS)")
-        root, cert, key = _pem(root_certificates), _pem(client_certificate), _pem(client_key)
-        return cls(
-            targets=targets,
-            tls=tls or any(v is not None for v in (root, cert)),
-            root_certificates=root,
-            client_certificate=cert,
-            client_key=key,
-            server_name=server_name,
-            token=token,
-            timeout=timeout,
-            retry=retry,
-            keepalive_s=keepalive_s,
-            health_check=health_check,
-        )
+        # Files are read now, so that a wrong path fails here rather than at the first call.
+        for name in ("root_certificates", "client_certificate", "client_key"):
+            object.__setattr__(self, name, read_pem(getattr(self, name)))
+        if self.root_certificates is not None or self.client_certificate is not None:
+            object.__setattr__(self, "tls", True)
 
     @property
-    def target(self) -> str:
+    def targets(self) -> tuple[str, ...]:
+        return (self.target,) if isinstance(self.target, str) else tuple(self.target)
+
+    @property
+    def channel_target(self) -> str:
         """One gRPC target: as given, or several IP addresses as one `ipv4:`/`ipv6:` address list."""
         if len(self.targets) == 1:
             return self.targets[0]

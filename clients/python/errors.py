@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import grpc
 
 
@@ -81,3 +84,13 @@ def from_rpc_error(error: grpc.RpcError) -> AtentoError:
     if kind is OverloadedError:
         return OverloadedError(message, code, _retry_after(error))
     return kind(message, code)
+
+
+@contextmanager
+def rpc_errors() -> Iterator[None]:
+    """Around a call, blocking or awaited: a gRPC error leaves as its typed exception, without the
+    gRPC one chained (its message is already the exception's)."""
+    try:
+        yield
+    except grpc.RpcError as error:
+        raise from_rpc_error(error) from None

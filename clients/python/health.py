@@ -33,11 +33,7 @@ def _messages() -> tuple[Any, Any]:
 HealthCheckRequest, HealthCheckResponse = _messages()
 
 
-def serialize_request(service: str) -> bytes:
-    data: bytes = HealthCheckRequest(service=service).SerializeToString()
-    return data
-
-
-def status_name(response_bytes: bytes) -> str:
-    status = HealthCheckResponse.FromString(response_bytes).status
+def status_name(response: Any) -> str:
+    """A HealthCheckResponse's status, by name."""
+    status: int = response.status
     return STATUS_NAMES.get(status, f"UNKNOWN({status})")

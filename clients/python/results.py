@@ -36,10 +36,16 @@ class Encoding:
     embedding: np.ndarray | None  # (hidden,)
     token_embeddings: np.ndarray | None  # (tokens, hidden)
     tokens: list[Token]
-    attention: np.ndarray | None  # (layers, heads, tokens, tokens); heads = 1 when averaged
-    attention_layers: list[int]
+    attention_maps: np.ndarray | None  # (layers, heads, tokens, tokens) probabilities; heads = 1 when averaged
+    attention_layers: list[int]  # the layers and heads the maps cover, in order
     attention_heads: list[int]
     truncated: bool
+
+    @property
+    def attention(self) -> np.ndarray | None:
+        """Deprecated alias of ``attention_maps`` (the field's name before the rename), kept so that
+        code written against it still runs; read-only."""
+        return self.attention_maps
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,7 @@ def encoding_from(message: pb.Encoding) -> Encoding:
         embedding=decode_tensor(message.embedding) if message.HasField("embedding") else None,
         token_embeddings=decode_tensor(message.token_embeddings) if message.HasField("token_embeddings") else None,
         tokens=tokens_from(message.tokens),
-        attention=decode_tensor(message.attention) if message.HasField("attention") else None,
+        attention_maps=decode_tensor(message.attention) if message.HasField("attention") else None,
         attention_layers=list(message.attention_layers),
         attention_heads=list(message.attention_heads),
         truncated=message.truncated,

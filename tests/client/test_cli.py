@@ -89,13 +89,13 @@ def test_attention_table_and_png(minilm_server: ServerProcess, tmp_path: Path) -
 
 
 def test_attention_heatmap_labels_every_token() -> None:
-    from atento.client.attention_view import heatmap
+    from atento.client.heatmap import heatmap
 
     tokens = ["[CLS]", "she", "never", "stops", "[SEP]"]
     axes = heatmap(np.eye(5) * 0.9 + 0.02, tokens, "layer 0, head 0").axes[0]
     assert [t.get_text() for t in axes.get_xticklabels()] == tokens
     assert [t.get_text() for t in axes.get_yticklabels()] == tokens
-    assert axes.get_title() == "attention, layer 0, head 0"
+    assert axes.get_title() == "attention map, layer 0, head 0"
 
 
 def test_bench_prints_the_figures(minilm_server: ServerProcess) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from atento.client import (
-    Attention,
+    AttentionSelection,
     Client,
     DeadlineExceededError,
     InternalError,
@@ -32,7 +32,7 @@ def test_invalid_input(minilm_server: ServerProcess) -> None:
         with pytest.raises(InvalidInputError, match=r"texts\[1\]: must not be empty"):
             client.embed(["fine", ""])
         with pytest.raises(InvalidInputError, match=r"attention.layers\[0\]: layer 6 is out of range"):
-            client.embed("x", attention=Attention(layers=[6]))
+            client.embed("x", attention=AttentionSelection(layers=[6]))
 
 
 def test_overloaded_carries_the_retry_hint(minilm_bundle: Path) -> None:

@@ -9,7 +9,7 @@ import sys
 import grpc
 import numpy as np
 import pytest
-from atento.client import AsyncClient, AtentoError, Attention, Client, EmbedResult, similarity
+from atento.client import AsyncClient, AtentoError, Attention, AttentionSelection, Client, EmbedResult, similarity
 from atento.v1 import encoder_pb2 as pb
 
 from tests.servers import ServerProcess
@@ -27,8 +27,12 @@ def check_against_stub(result: EmbedResult, response: pb.EmbedResponse) -> None:
     assert result.model == response.model and result.usage.tokens == response.usage.tokens
     assert len(result.results) == len(response.results)
     for ours, theirs in zip(result.results, response.results, strict=True):
-        for field in ("embedding", "token_embeddings", "attention"):
-            mine, stubs = getattr(ours, field), raw(getattr(theirs, field))
+        for field, proto_field in (
+            ("embedding", "embedding"),
+            ("token_embeddings", "token_embeddings"),
+            ("attention_maps", "attention"),
+        ):
+            mine, stubs = getattr(ours, field), raw(getattr(theirs, proto_field))
             assert (mine is None) == (stubs is None), field
             if mine is not None:
                 np.testing.assert_array_equal(mine, stubs)
@@ -56,8 +60,11 @@ def test_blocking_client_round_trips(minilm_server: ServerProcess) -> None:
         output_dtype=pb.DTYPE_FLOAT16,
     )
     with Client(minilm_server.target) as client:
-        result = client.embed(TEXTS, token_embeddings=True, attention=Attention([2, 4], [0]), dtype="float16")
+        selection = AttentionSelection([2, 4], [0])
+        result = client.embed(TEXTS, token_embeddings=True, attention=selection, dtype="float16")
         check_against_stub(result, stub.Embed(request, timeout=30))
+        # the names before the rename still work: Attention for the selection, .attention for the maps
+        assert Attention is AttentionSelection and result.results[0].attention is result.results[0].attention_maps
         assert result.embeddings is not None and result.embeddings.shape == (3, 384)
         first = result.results[0].embedding
         assert first is not None and not first.flags.writeable and not first.flags.owndata  # a view on the bytes

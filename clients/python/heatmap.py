@@ -1,4 +1,9 @@
-"""Attention maps for people: a shaded table in the terminal, or a heatmap PNG with token labels."""
+"""An attention map for people: a shaded table in the terminal, or a heatmap PNG with token labels.
+
+An attention map is one layer's (and one head's, or the heads' mean) softmax probabilities: row i
+says how much token i draws on each token of the text. Reading it as a grid of token labels is what
+makes it useful, so both renderings label every token.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ def render_table(matrix: np.ndarray, tokens: Sequence[str], title: str, *, color
     tokens it attends to most, with their weights.
     """
     width = max(len(t) for t in tokens)
-    lines = [f"attention, {title}: row = query, column = key; shade relative to the row's largest weight"]
+    lines = [f"attention map, {title}: row = query, column = key; shade relative to the row's largest weight"]
     for i, (token, row) in enumerate(zip(tokens, matrix, strict=True)):
         peak = float(row.max()) or 1.0
         cells = "".join(_cell(float(v) / peak, color) for v in row)
@@ -53,7 +58,7 @@ def heatmap(matrix: np.ndarray, tokens: Sequence[str], title: str) -> Any:
     axes.set_yticks(range(len(tokens)), labels=tokens)
     axes.set_xlabel("attended token (key)")
     axes.set_ylabel("attending token (query)")
-    axes.set_title(f"attention, {title}")
+    axes.set_title(f"attention map, {title}")
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
     figure.tight_layout()
     return figure
