@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 50051
 METRICS_PORT ?= 9464
 
-.PHONY: venv tools serve bundle test test-fast lint format typecheck proto bench soak clean
+.PHONY: venv tools serve bundle test test-fast lint format package-tree typecheck imports duplicates proto bench soak clean
 
 # The development environment: every extra but `gpu` (onnxruntime-gpu would replace the CPU build).
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -52,17 +52,29 @@ test-fast: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(MAKE) --no-print-directory typecheck
+	$(MAKE) --no-print-directory typecheck imports duplicates
 
-# mypy cannot follow setuptools' folder -> package mapping, so it checks a tree of symlinks
-# shaped like the installed package (build/typecheck/atento/...).
-typecheck: $(VENV)/.installed
-	@rm -rf build/typecheck && mkdir -p build/typecheck/atento
-	@ln -s ../../../proto/atento/v1 build/typecheck/atento/v1
-	@ln -s ../../../export build/typecheck/atento/export
-	@ln -s ../../../service build/typecheck/atento/service
-	@ln -s ../../../clients/python build/typecheck/atento/client
-	cd build/typecheck && ../../$(VENV)/bin/mypy -p atento.export -p atento.service -p atento.client
+# mypy and import-linter cannot follow setuptools' folder -> package mapping, so they read a tree of
+# symlinks shaped like the installed package (build/package/atento/...).
+PACKAGE_TREE := build/package
+package-tree:
+	@rm -rf $(PACKAGE_TREE) && mkdir -p $(PACKAGE_TREE)/atento
+	@ln -s ../../../proto/atento/v1 $(PACKAGE_TREE)/atento/v1
+	@ln -s ../../../export $(PACKAGE_TREE)/atento/export
+	@ln -s ../../../service $(PACKAGE_TREE)/atento/service
+	@ln -s ../../../clients/python $(PACKAGE_TREE)/atento/client
+
+typecheck: $(VENV)/.installed package-tree
+	cd $(PACKAGE_TREE) && ../../$(VENV)/bin/mypy -p atento.export -p atento.service -p atento.client
+
+# The import contracts in pyproject.toml ([tool.importlinter]): which package may import which.
+imports: $(VENV)/.installed package-tree
+	cd $(PACKAGE_TREE) && PYTHONPATH=. ../../$(VENV)/bin/lint-imports ../../pyproject.toml --no-cache
+
+# No run of six or more lines repeated inside the product code (pylint's similarity checker;
+# generated stubs are not ours to deduplicate).
+duplicates: $(VENV)/.installed
+	$(PY) -m tests.duplicate_code $$(git ls-files 'service/*.py' 'export/*.py' 'clients/python/*.py')
 
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff format .

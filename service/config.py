@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     row_tokens: int = Field(64, ge=1, description="how wide packed rows are (a longer text widens its batch)")
     inference_workers: int = Field(1, ge=1, description="batches run at once (each on intra_op_threads threads)")
     max_wait_ms: float = Field(0.0, ge=0, description="how long an idle batcher waits for more texts; 0 = none")
-    max_attention_batch_mib: int = Field(256, ge=1, description="attention probabilities per batch, in MiB")
+    max_attention_batch_mib: int = Field(256, ge=1, description="attention maps computed per batch, in MiB")
     max_queued_texts: int = Field(4096, ge=1, description="texts waiting for a batch; past it: RESOURCE_EXHAUSTED")
     retry_after_min_ms: int = Field(100, ge=1, description="the least retry hint sent with RESOURCE_EXHAUSTED")
 
