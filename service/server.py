@@ -22,9 +22,10 @@ from .auth import BearerTokenInterceptor
 from .batcher import Batcher, BatchLimits
 from .bundle import Bundle, BundleError, read_bundle
 from .config import Settings
+from .engine import Engine
 from .metrics import Metrics
 from .runtime import ProviderError, Runtime
-from .servicer import ENCODER_SERVICE, EncoderServicer, Engine, atento_version, rpc_handlers
+from .servicer import ENCODER_SERVICE, EncoderServicer, atento_version, rpc_handlers
 from .tokenizer import TextTokenizer
 
 log = logging.getLogger("atento.server")
@@ -161,7 +162,7 @@ class AtentoServer:
         )
         self._batcher = Batcher(runtime, limits, self.metrics)
         self._batcher.start()
-        self.servicer.engine = Engine(bundle, runtime, tokenizer, self._batcher)
+        self.servicer.engine = Engine(bundle, runtime, tokenizer, self._batcher, settings, self.metrics)
         self.metrics.model.info(
             {
                 "model": bundle.model.name,

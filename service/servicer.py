@@ -1,4 +1,4 @@
-"""The Encoder gRPC servicer: thin. Proto -> options -> tokens -> batcher -> proto.
+"""The Encoder gRPC servicer: thin. Proto -> options -> engine (tokens, batcher) -> proto.
 
 Every method runs inside ``CallTracker.observe`` (calls.py), which times it, counts it by status
 code, and maps domain errors to their status through the one table in errors.py. The handlers are
@@ -11,34 +11,26 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from importlib import metadata
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from atento.v1 import encoder_pb2 as pb
 
 from . import requests, responses
-from .batcher import Batcher, ItemOutput
-from .bundle import Bundle
 from .calls import CallTracker
 from .config import Settings
+from .engine import Engine
 from .errors import NotReady
 from .metrics import Metrics
 from .rpc import generic_handler
-from .runtime import Runtime
 from .streaming import in_order
-from .tokenizer import Encoded, TextTokenizer
 
-T = TypeVar("T")
 ENCODER_SERVICE = pb.DESCRIPTOR.services_by_name["Encoder"]
 POOLING_ENUM = {"mean": pb.POOLING_MEAN, "cls": pb.POOLING_CLS}
 # Responses this large are built in a thread, not on the event loop.
 LARGE_OUTPUT_VALUES = 1 << 16
-# Requests this short are tokenised on the event loop, by design (measured: ~50 us, against
-# ~300 us for the round trip to a worker thread); longer ones in a thread, so the loop never stalls.
-INLINE_TOKENIZE_CHARS = 2000
 
 
 @functools.cache  # importlib.metadata parses the package's METADATA: over a millisecond a call
@@ -49,14 +41,6 @@ def atento_version() -> str:
         return "unknown"
 
 
-class Engine:
-    """What the servicer works with once the model is loaded and warm."""
-
-    def __init__(self, bundle: Bundle, runtime: Runtime, tokenizer: TextTokenizer, batcher: Batcher) -> None:
-        self.bundle, self.runtime, self.tokenizer, self.batcher = bundle, runtime, tokenizer, batcher
-        self.info: pb.ModelInfo | None = None
-
-
 class EncoderServicer:
     """``atento.v1.Encoder``: one coroutine per RPC of the proto, named as the proto names it."""
 
@@ -64,25 +48,12 @@ class EncoderServicer:
         self.settings, self.metrics = settings, metrics
         self.calls = CallTracker(metrics)
         self.engine: Engine | None = None  # set when warm; None while loading
-        self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="atento-cpu")
+        self.info: pb.ModelInfo | None = None  # the same for the server's whole life: built once
 
     def ready(self) -> Engine:
         if self.engine is None:
             raise NotReady("the model is still loading; retry shortly")
         return self.engine
-
-    async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
-
-    async def _tokenize(self, engine: Engine, texts: Sequence[str]) -> tuple[list[Encoded], float]:
-        start = time.perf_counter()
-        if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS:
-            encoded = engine.tokenizer.encode_each(texts)  # tens of microseconds: less than a thread hop
-        else:
-            encoded = await self._in_thread(engine.tokenizer.encode_batch, texts)
-        elapsed = time.perf_counter() - start
-        self.metrics.tokenize_duration.observe(elapsed)
-        return encoded, elapsed
 
     async def _embed(
         self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext, prefix: str = ""
@@ -92,22 +63,16 @@ class EncoderServicer:
         engine = self.ready()
         model = engine.bundle.model
         options = requests.embed_options(request, model, self.settings, engine.runtime.has_attention_maps, prefix)
-        encoded, tokenize_s = await self._tokenize(engine, request.texts)
-        requests.check_lengths(encoded, options.cut, engine.tokenizer.max_tokens, prefix)
-        requests.check_response_size(encoded, options, model, self.settings.max_send_message_bytes)
         remaining = context.time_remaining()
         deadline = time.perf_counter() + remaining if remaining is not None else None
-        items = engine.batcher.submit(encoded, graph=options.graph, deadline=deadline)
-        try:
-            outputs: list[ItemOutput] = await asyncio.gather(*(item.future for item in items))
-        finally:
-            for item in items:  # on failure or cancellation, nothing else of this call is worth computing
-                item.future.cancel()
+        done = await engine.embed(request.texts, options, deadline, prefix)
         start = time.perf_counter()
+        build = functools.partial(
+            responses.embed_response, model.name, done.encoded, done.outputs, options, done.tokenize_s
+        )
         large = options.token_embeddings or options.attention_selection is not None
-        build = functools.partial(responses.embed_response, model.name, encoded, outputs, options, tokenize_s)
-        if large and sum(len(e) for e in encoded) * model.hidden_size > LARGE_OUTPUT_VALUES:
-            response = await self._in_thread(build)
+        if large and sum(len(e) for e in done.encoded) * model.hidden_size > LARGE_OUTPUT_VALUES:
+            response = await engine.in_thread(build)
         else:
             response = build()
         self.metrics.serialize_duration.observe(time.perf_counter() - start)
@@ -144,7 +109,7 @@ class EncoderServicer:
             engine = self.ready()
             requests.check_texts(request.texts, self.settings)
             cut = requests.check_truncation(request.truncation, "truncation")
-            encoded, _ = await self._tokenize(engine, request.texts)
+            encoded, _ = await engine.tokenize(request.texts)
             requests.check_lengths(encoded, cut, engine.tokenizer.max_tokens)
             return pb.TokenizeResponse(results=[responses.tokenized(e) for e in encoded])
 
@@ -153,9 +118,9 @@ class EncoderServicer:
     async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
         async def info() -> pb.ModelInfo:
             engine = self.ready()
-            if engine.info is None:  # the same for the server's whole life: built once
-                engine.info = self.model_info(engine)
-            return engine.info
+            if self.info is None:
+                self.info = self.model_info(engine)
+            return self.info
 
         return await self.calls.observe("GetModelInfo", context, info())
 
