@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from atento.client import Attention
+from atento.client import AttentionSelection
 from atento.export.sources import minilm_directory
 from atento.service.bundle import read_bundle
 
@@ -53,7 +53,7 @@ def servers(fp32: Path, int8: Path, extra: list[str]) -> Iterator[dict[str, Serv
     with contextlib.ExitStack() as stack:
         yield {
             "fp32": stack.enter_context(running_server(fp32, *extra)),
-            "fp32_no_attention": stack.enter_context(running_server(fp32, "--no-attention", *extra)),
+            "fp32_no_attention": stack.enter_context(running_server(fp32, "--no-attention-maps", *extra)),
             "int8": stack.enter_context(running_server(int8, *extra)),
         }
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             "ort_single_text": workloads.ort_single_latency(fast, single, calls),
             "service_1x1": workloads.service_latency(fp32_server.target, single),
             "attention_none_128": workloads.service_latency(fp32_server.target, attention_texts),
-            "attention_all_128": workloads.service_latency(fp32_server.target, attention_texts, Attention()),
+            "attention_all_128": workloads.service_latency(fp32_server.target, attention_texts, AttentionSelection()),
             "int8_in_process": workloads.ort_in_process(quantized, texts, packed=workloads.ROW_TOKENS),
             "int8_service_32x1": workloads.service_load(int8_server.target, texts, clients=32, per_call=1),
         }

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from atento.client import AsyncClient, Attention, Client
+from atento.client import AsyncClient, AttentionSelection, Client
 from atento.service.config import Settings
 from atento.service.packing import pack_by_width, pad_batch
 from atento.service.pooling import l2_normalize, pool, pool_text
@@ -159,7 +159,7 @@ def sentence_transformers(texts: Texts, checkpoint_dir: Path, batch: int = 32) -
 
 
 def service_load(
-    target: str, texts: Texts, *, clients: int, per_call: int, attention: Attention | None = None
+    target: str, texts: Texts, *, clients: int, per_call: int, attention: AttentionSelection | None = None
 ) -> Workload:
     """``clients`` concurrent callers, each sending ``per_call`` texts per call until all are embedded."""
     chunks = [texts.lines[i : i + per_call] for i in range(0, len(texts.lines), per_call)]
@@ -188,7 +188,7 @@ def service_load(
     return lambda: asyncio.run(drive())
 
 
-def service_latency(target: str, texts: Texts, attention: Attention | None = None) -> Workload:
+def service_latency(target: str, texts: Texts, attention: AttentionSelection | None = None) -> Workload:
     """One caller, one text per call, with the blocking client: latency as a single user sees it."""
 
     def run() -> Measurement:

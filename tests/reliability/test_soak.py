@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from atento.client import AsyncClient, Attention
+from atento.client import AsyncClient, AttentionSelection
 
 from tests.reliability.conftest import proc_status, scale
 from tests.reliability.load import mixed_texts
@@ -37,7 +37,9 @@ async def mixed_calls(target: str, count: int, seed: int, *, largest: bool = Fal
                 elif kind < 0.75:
                     await client.embed(own.choice(texts), truncate=True, token_embeddings=True, dtype="float16")
                 elif kind < 0.85:
-                    await client.embed(own.choice(texts)[:300], truncate=True, attention=Attention([0, 5], [1]))
+                    await client.embed(
+                        own.choice(texts)[:300], truncate=True, attention=AttentionSelection([0, 5], [1])
+                    )
                 elif kind < 0.95:
                     await client.tokenize(own.sample(texts, 3), truncate=True)
                 else:

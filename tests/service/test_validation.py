@@ -104,7 +104,7 @@ def test_a_bad_stream_request_ends_the_stream_naming_it(server: ServerProcess) -
 
 
 def test_attention_off_is_a_failed_precondition(tiny_bundle: Path) -> None:
-    with running_server(tiny_bundle, "--no-attention") as server:
+    with running_server(tiny_bundle, "--no-attention-maps") as server:
         with pytest.raises(grpc.RpcError) as raised:
             server.stub().Embed(pb.EmbedRequest(texts=["a"], attention=pb.AttentionSpec()), timeout=10)
         assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
