@@ -60,6 +60,7 @@ PACKAGE_TREE := build/package
 package-tree:
 	@rm -rf $(PACKAGE_TREE) && mkdir -p $(PACKAGE_TREE)/atento
 	@ln -s ../../../proto/atento/v1 $(PACKAGE_TREE)/atento/v1
+	@ln -s ../../../proto/atento/inference $(PACKAGE_TREE)/atento/inference
 	@ln -s ../../../export $(PACKAGE_TREE)/atento/export
 	@ln -s ../../../service $(PACKAGE_TREE)/atento/service
 	@ln -s ../../../clients/python $(PACKAGE_TREE)/atento/client
@@ -80,11 +81,12 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# Regenerate the committed gRPC stubs from the .proto files (a test checks they do not drift).
+# Regenerate the committed gRPC stubs from the .proto files, atento.v1 and the Open Inference
+# Protocol (a test checks they do not drift).
 PROTO_OUT ?= proto
 proto: $(VENV)/.installed
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) \
-		--grpc_python_out=$(PROTO_OUT) proto/atento/v1/*.proto
+		--grpc_python_out=$(PROTO_OUT) proto/atento/v1/*.proto proto/atento/inference/*.proto
 
 # The side-by-side benchmark (about 15 minutes on 2 cores); writes its tables into BENCHMARKS.md.
 bench: $(VENV)/.installed bundle
