@@ -50,6 +50,10 @@ class NotReady(AtentoError):
     pass
 
 
+class NotFound(AtentoError):
+    """A named thing the server does not have (a model name or version the Open Inference Protocol asks for)."""
+
+
 class DeadlineExceeded(AtentoError):
     pass
 
@@ -63,6 +67,7 @@ STATUS_BY_ERROR: dict[type[AtentoError], grpc.StatusCode] = {
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotReady: grpc.StatusCode.UNAVAILABLE,
+    NotFound: grpc.StatusCode.NOT_FOUND,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
 }

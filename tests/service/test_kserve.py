@@ -1,0 +1,128 @@
+"""The Open Inference Protocol door: tensor decoding and parameters in process, and the wire over plain grpcio.
+
+tests/kserve drives the same door with tritonclient; these are the cases a Triton client never sends
+(non-raw contents, broken raw bytes, bad datatypes and shapes) and the drain.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from atento.client import Client
+from atento.inference import grpc_predict_v2_pb2 as kv
+from atento.inference import grpc_predict_v2_pb2_grpc as kv_grpc
+from atento.service import kserve_tensors as tensors
+from atento.service.config import Settings
+from atento.service.errors import InvalidArgument
+
+from tests.servers import ServerProcess, running_server
+
+SETTINGS = Settings()
+
+
+def raw(*elements: bytes) -> bytes:
+    return b"".join(struct.pack("<I", len(e)) + e for e in elements)
+
+
+def request(
+    *, name: str = "text", datatype: str = "BYTES", shape: tuple[int, ...] = (2,), contents: bytes | None = None
+) -> kv.ModelInferRequest:
+    tensor = kv.ModelInferRequest.InferInputTensor(name=name, datatype=datatype, shape=shape)
+    data = raw(b"Hello", "wörld".encode()) if contents is None else contents
+    return kv.ModelInferRequest(model_name="m", inputs=[tensor], raw_input_contents=[data])
+
+
+def refused(message: kv.ModelInferRequest) -> str:
+    with pytest.raises(InvalidArgument) as error:
+        tensors.input_texts(message, SETTINGS)
+    return str(error.value)
+
+
+@pytest.mark.fast
+def test_raw_bytes_decode_to_texts() -> None:
+    assert tensors.input_texts(request(), SETTINGS) == ["Hello", "wörld"]
+    assert tensors.input_texts(request(shape=(2, 1)), SETTINGS) == ["Hello", "wörld"]
+
+
+@pytest.mark.fast
+def test_bad_tensors_are_refused_naming_the_tensor() -> None:
+    assert refused(request(name="txt")) == 'inputs[0] "txt": unknown input, expected "text"'
+    assert refused(request(datatype="FP32")) == 'inputs[0] "text": datatype "FP32", expected "BYTES"'
+    assert refused(request(shape=(2, 3))).startswith('inputs[0] "text": shape [2, 3]')
+    assert "hold 2 elements, its shape says 3" in refused(request(shape=(3,)))
+    assert "more than the 1 elements" in refused(request(shape=(1,)))
+    assert "4 bytes, 2 left" in refused(request(contents=raw(b"ab") + b"\x01\x00"))
+    assert "9 bytes announced, 2 left" in refused(request(shape=(1,), contents=struct.pack("<I", 9) + b"ab"))
+    assert refused(request(shape=(1,), contents=raw(b"\xff"))).startswith('inputs[0] "text"[0]: not valid UTF-8')
+    too_many = SETTINGS.max_texts_per_request + 1
+    assert f"{too_many} texts exceed the limit" in refused(request(shape=(too_many,)))  # before any decoding
+
+
+@pytest.mark.fast
+def test_outputs_follow_the_list_and_the_parameters() -> None:
+    message = request()
+    assert tensors.returned_outputs(message) == ("embedding",)
+    message.parameters["attention"].bool_param = True
+    assert tensors.returned_outputs(message) == ("embedding", "token_count", "attention")
+    message.outputs.add(name="token_embeddings")
+    assert tensors.returned_outputs(message) == ("token_embeddings", "attention")
+    message.outputs.add(name="logits")
+    with pytest.raises(InvalidArgument, match=r'outputs\[1\] "logits": unknown output'):
+        tensors.returned_outputs(message)
+
+
+@pytest.mark.fast
+def test_parameters_of_the_wrong_type_are_refused() -> None:
+    message = request()
+    message.parameters["token_embeddings"].string_param = "yes"
+    with pytest.raises(InvalidArgument, match=r'parameters\["token_embeddings"\]: expected a bool value, got string'):
+        tensors.returned_outputs(message)
+
+
+def stub(server: ServerProcess) -> kv_grpc.GRPCInferenceServiceStub:
+    return kv_grpc.GRPCInferenceServiceStub(server.channel())
+
+
+def test_bytes_contents_and_raw_give_the_same_vectors(minilm_server: ServerProcess) -> None:
+    texts = ["The dog runs.", "Ünïcödé text, with ✓ marks."]
+    with Client(minilm_server.target) as client:
+        expected = client.embed(texts).embeddings
+        model = client.info().name
+    tensor = kv.ModelInferRequest.InferInputTensor(name="text", datatype="BYTES", shape=[2])
+    tensor.contents.bytes_contents.extend(t.encode() for t in texts)
+    response = stub(minilm_server).ModelInfer(kv.ModelInferRequest(model_name=model, inputs=[tensor]), timeout=30)
+    (output,) = response.outputs
+    assert (output.name, output.datatype, list(output.shape)) == ("embedding", "FP32", [2, 384])
+    got = np.frombuffer(response.raw_output_contents[0], "<f4").reshape(2, 384)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert response.model_name == model and response.model_version == "1"
+
+
+def test_malformed_request_bytes_are_invalid_argument(minilm_server: ServerProcess) -> None:
+    with minilm_server.channel() as channel:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        with pytest.raises(grpc.RpcError) as error:
+            call(b"\xff\xff\xff", timeout=10)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid ModelInferRequest" in str(error.value.details())
+
+
+def test_draining_server_is_live_not_ready_and_refuses_inference(tiny_bundle: Path) -> None:
+    with running_server(tiny_bundle, "--drain-seconds", "3", "--drain-notice-seconds", "2") as server:
+        inference = stub(server)
+        assert inference.ServerReady(kv.ServerReadyRequest(), timeout=5).ready
+        server.process.terminate()  # SIGTERM: the notice period keeps the connection open for 2 s
+        deadline = time.monotonic() + 2
+        while inference.ServerReady(kv.ServerReadyRequest(), timeout=5).ready and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not inference.ServerReady(kv.ServerReadyRequest(), timeout=5).ready
+        assert inference.ServerLive(kv.ServerLiveRequest(), timeout=5).live
+        assert not inference.ModelReady(kv.ModelReadyRequest(name="tiny"), timeout=5).ready
+        with pytest.raises(grpc.RpcError) as error:
+            inference.ModelInfer(request(), timeout=5)
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
