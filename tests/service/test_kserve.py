@@ -18,9 +18,12 @@ from atento.inference import grpc_predict_v2_pb2 as kv
 from atento.inference import grpc_predict_v2_pb2_grpc as kv_grpc
 from atento.service import kserve_tensors as tensors
 from atento.service.config import Settings
-from atento.service.errors import InvalidArgument
+from atento.service.errors import AtentoError, InvalidArgument
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.servers import ServerProcess, running_server
+from tests.service.test_requests import MODEL
 
 SETTINGS = Settings()
 
@@ -82,6 +85,44 @@ def test_parameters_of_the_wrong_type_are_refused() -> None:
     message.parameters["token_embeddings"].string_param = "yes"
     with pytest.raises(InvalidArgument, match=r'parameters\["token_embeddings"\]: expected a bool value, got string'):
         tensors.returned_outputs(message)
+
+
+PARAMETER = st.one_of(
+    st.builds(kv.InferParameter, bool_param=st.booleans()),
+    st.builds(kv.InferParameter, int64_param=st.integers(-(2**63), 2**63 - 1)),
+    st.builds(
+        kv.InferParameter, string_param=st.sampled_from(["FP16", "FP32", "cls", "0,1", "1", "-1", "x", "", "0,0"])
+    ),
+    st.builds(kv.InferParameter, double_param=st.floats()),
+)
+
+
+@pytest.mark.fast
+@settings(max_examples=300, deadline=None)
+@given(
+    contents=st.one_of(
+        st.binary(max_size=64), st.lists(st.text(max_size=5), max_size=4).map(lambda ts: raw(*(s.encode() for s in ts)))
+    ),
+    shape=st.lists(st.integers(-2, 6), max_size=3),
+    names=st.lists(st.sampled_from([*tensors.OUTPUTS, "other"]), max_size=3),
+    parameters=st.dictionaries(st.sampled_from([*tensors.PARAMETERS, "other"]), PARAMETER, max_size=4),
+)
+def test_any_request_is_answered_or_refused_never_crashes(
+    contents: bytes, shape: list[int], names: list[str], parameters: dict[str, kv.InferParameter]
+) -> None:
+    """Fuzzed contents, shapes, outputs and parameters: texts and options, or a domain error, nothing else."""
+    message = request(shape=tuple(shape), contents=contents)
+    message.outputs.extend(kv.ModelInferRequest.InferRequestedOutputTensor(name=name) for name in names)
+    for key, value in parameters.items():
+        message.parameters[key].CopyFrom(value)
+    try:
+        texts = tensors.input_texts(message, SETTINGS)
+        outputs = tensors.returned_outputs(message)
+        options = tensors.infer_options(message, outputs, MODEL, maps_available=True)
+    except AtentoError:
+        return
+    assert len(texts) == shape[0] and set(outputs) <= set(tensors.OUTPUTS)
+    assert (options.attention_selection is not None) == ("attention" in outputs)
 
 
 def stub(server: ServerProcess) -> kv_grpc.GRPCInferenceServiceStub:
