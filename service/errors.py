@@ -54,6 +54,10 @@ class NotFound(AtentoError):
     """A named thing the server does not have (a model name or version the Open Inference Protocol asks for)."""
 
 
+class Unimplemented(AtentoError):
+    """A method of a protocol's service that atento does not serve (Triton's extensions of the protocol)."""
+
+
 class DeadlineExceeded(AtentoError):
     pass
 
@@ -68,6 +72,7 @@ STATUS_BY_ERROR: dict[type[AtentoError], grpc.StatusCode] = {
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotReady: grpc.StatusCode.UNAVAILABLE,
     NotFound: grpc.StatusCode.NOT_FOUND,
+    Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
 }

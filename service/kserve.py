@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -23,7 +23,7 @@ from . import requests
 from .calls import CallTracker
 from .config import Settings
 from .engine import Engine
-from .errors import InvalidArgument, NotFound, NotReady
+from .errors import InvalidArgument, NotFound, NotReady, Unimplemented
 from .metrics import Metrics
 from .rpc import generic_handler
 from .servicer import LARGE_OUTPUT_VALUES, atento_version
@@ -147,6 +147,34 @@ class KServeServicer:
         return await self.calls.observe("ModelInfer", context, self._infer(request, context))
 
 
-def kserve_handlers(servicer: KServeServicer) -> grpc.GenericRpcHandler:
-    """The inference service's handlers, from the proto's descriptor, with lenient request parsing."""
-    return generic_handler(INFERENCE_SERVICE, servicer)
+class TritonExtensions(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """Triton's own methods under the protocol's service name (ModelConfig, ModelStreamInfer, the
+    repository, shared memory, statistics): a clear UNIMPLEMENTED instead of gRPC's "Method not found!"."""
+
+    def __init__(self, calls: CallTracker) -> None:
+        self.calls = calls
+        self.prefix = f"/{INFERENCE_SERVICE.full_name}/"
+        self.served = ", ".join(m.name for m in INFERENCE_SERVICE.methods)
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        method = details.method.removeprefix(self.prefix)
+        if method == details.method or method in INFERENCE_SERVICE.methods_by_name:
+            return None
+
+        async def refuse(request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
+            async def work() -> None:
+                raise Unimplemented(
+                    f"{method} is an extension of Triton's, not part of the Open Inference Protocol; "
+                    f"atento serves {self.served}"
+                )
+
+            await self.calls.observe(method, context, work())
+
+        # Stream to stream: it answers unary and streaming callers alike, reading nothing.
+        return grpc.stream_stream_rpc_method_handler(refuse)
+
+
+def kserve_handlers(servicer: KServeServicer) -> tuple[grpc.GenericRpcHandler, grpc.GenericRpcHandler]:
+    """The inference service's handlers, from the proto's descriptor, with lenient request parsing,
+    and the clear refusal of Triton's extensions."""
+    return generic_handler(INFERENCE_SERVICE, servicer), TritonExtensions(servicer.calls)

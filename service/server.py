@@ -118,7 +118,7 @@ class AtentoServer:
             options=_grpc_options(settings),
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
         )
-        server.add_generic_rpc_handlers((rpc_handlers(self.servicer), kserve_handlers(self.kserve)))
+        server.add_generic_rpc_handlers((rpc_handlers(self.servicer), *kserve_handlers(self.kserve)))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = (
             ENCODER_SERVICE.full_name,

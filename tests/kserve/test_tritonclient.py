@@ -118,6 +118,7 @@ def test_refusals_name_the_tensor_or_parameter(seen: dict[str, Any]) -> None:
         "message": 'inputs[0] "text" texts[1]: must not be empty',
     }
     assert seen["model_config"]["status"] == "StatusCode.UNIMPLEMENTED"  # Triton's extension, not the protocol's
+    assert seen["model_config"]["message"].startswith("ModelConfig is an extension of Triton's")
 
 
 def test_the_token_is_required_when_the_server_has_one(tiny_bundle: Path) -> None:

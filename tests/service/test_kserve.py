@@ -167,3 +167,13 @@ def test_draining_server_is_live_not_ready_and_refuses_inference(tiny_bundle: Pa
         with pytest.raises(grpc.RpcError) as error:
             inference.ModelInfer(request(), timeout=5)
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_tritons_extensions_are_unimplemented_saying_so(minilm_server: ServerProcess) -> None:
+    with minilm_server.channel() as channel:
+        stream = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+        with pytest.raises(grpc.RpcError) as error:
+            list(stream(iter([b""]), timeout=10))
+    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert str(error.value.details()).startswith("ModelStreamInfer is an extension of Triton's")
+    assert minilm_server.metric("atento_requests_total", method="ModelStreamInfer", code="UNIMPLEMENTED") == 1
