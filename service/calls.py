@@ -32,14 +32,24 @@ class CallTracker:
             self._idle.clear()
             await self._idle.wait()
 
-    async def observe(self, method: str, context: grpc.aio.ServicerContext, work: Coroutine[Any, Any, T]) -> T:
-        """Run ``work`` as the body of call ``method``; a domain error ends the call with its status."""
+    async def observe(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        work: Coroutine[Any, Any, T],
+        *,
+        while_draining: bool = False,
+    ) -> T:
+        """Run ``work`` as the body of call ``method``; a domain error ends the call with its status.
+
+        ``while_draining``: answered while draining too (a liveness question has a true answer then).
+        """
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         self.metrics.in_flight.labels(method).inc()
         self._active += 1
         try:
-            if self.draining:
+            if self.draining and not while_draining:
                 work.close()
                 self.refused_while_draining += 1
                 raise NotReady("the server is shutting down; retry on another replica")

@@ -50,6 +50,14 @@ class NotReady(AtentoError):
     pass
 
 
+class NotFound(AtentoError):
+    """A named thing the server does not have (a model name or version the Open Inference Protocol asks for)."""
+
+
+class Unimplemented(AtentoError):
+    """A method of a protocol's service that atento does not serve (Triton's extensions of the protocol)."""
+
+
 class DeadlineExceeded(AtentoError):
     pass
 
@@ -63,6 +71,8 @@ STATUS_BY_ERROR: dict[type[AtentoError], grpc.StatusCode] = {
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotReady: grpc.StatusCode.UNAVAILABLE,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
 }

@@ -9,7 +9,7 @@ from atento.v1 import encoder_pb2 as pb
 
 from .batcher import ItemOutput
 from .pooling import pool_text
-from .requests import EmbedOptions
+from .requests import AttentionSelection, EmbedOptions
 from .tokenizer import Encoded
 
 NUMPY_DTYPE: dict[int, np.dtype[np.floating]] = {pb.DTYPE_FLOAT32: np.dtype("<f4"), pb.DTYPE_FLOAT16: np.dtype("<f2")}
@@ -31,20 +31,30 @@ def tokens(encoded: Encoded) -> list[pb.Token]:
     ]
 
 
+def pooled(output: ItemOutput, options: EmbedOptions) -> np.ndarray:
+    """One text's pooled embedding, (D,) float32, as every front door returns it."""
+    assert options.pooling is not None, "pooled() is called only when the request asks for a pooled embedding"
+    return pool_text(output.hidden, options.pooling, options.normalize)
+
+
+def selected_maps(maps: np.ndarray, selection: AttentionSelection) -> np.ndarray:
+    """One text's attention maps (layers, heads, S, S) -> the selection's (layers', heads' or 1, S, S)."""
+    if selection.layers != tuple(range(maps.shape[0])) or selection.heads != tuple(range(maps.shape[1])):
+        maps = maps[np.ix_(selection.layers, selection.heads)]
+    if selection.average_heads:
+        maps = maps.mean(axis=1, keepdims=True)  # (layers, 1, S, S)
+    return maps
+
+
 def fill_encoding(target: pb.Encoding, encoded: Encoded, output: ItemOutput, options: EmbedOptions) -> None:
     """Written in place: protobuf copies a large sub-message given to a constructor slowly (5 ms for 4 MB)."""
     target.truncated = encoded.truncated
     if options.pooling is not None:
-        fill_tensor(target.embedding, pool_text(output.hidden, options.pooling, options.normalize), options.dtype)
+        fill_tensor(target.embedding, pooled(output, options), options.dtype)
     if options.token_embeddings:
         fill_tensor(target.token_embeddings, output.hidden, options.dtype)
     if (selection := options.attention_selection) is not None and output.attention_maps is not None:
-        maps = output.attention_maps  # (layers, heads, S, S)
-        if selection.layers != tuple(range(maps.shape[0])) or selection.heads != tuple(range(maps.shape[1])):
-            maps = maps[np.ix_(selection.layers, selection.heads)]
-        if selection.average_heads:
-            maps = maps.mean(axis=1, keepdims=True)  # (layers, 1, S, S)
-        fill_tensor(target.attention, maps, options.dtype)
+        fill_tensor(target.attention, selected_maps(output.attention_maps, selection), options.dtype)
         target.attention_layers.extend(selection.layers)
         target.attention_heads.extend(selection.heads)
     if options.tokens:

@@ -23,6 +23,7 @@ from .batcher import Batcher, BatchLimits
 from .bundle import Bundle, BundleError, read_bundle
 from .config import Settings
 from .engine import Engine
+from .kserve import INFERENCE_SERVICE, KServeServicer, kserve_handlers
 from .metrics import Metrics
 from .runtime import ProviderError, Runtime
 from .servicer import ENCODER_SERVICE, EncoderServicer, atento_version, rpc_handlers
@@ -89,6 +90,8 @@ class AtentoServer:
         self.settings = settings
         self.metrics = Metrics()
         self.servicer = EncoderServicer(settings, self.metrics)
+        # The Open Inference Protocol door shares the Encoder's engine and call tracker (drain included).
+        self.kserve = KServeServicer(settings, self.metrics, self.servicer.calls, self.servicer.ready)
         self.health = HealthServicer()
         self.stopping = asyncio.Event()
         self.port = self.metrics_port = 0
@@ -115,9 +118,14 @@ class AtentoServer:
             options=_grpc_options(settings),
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
         )
-        server.add_generic_rpc_handlers((rpc_handlers(self.servicer),))
+        server.add_generic_rpc_handlers((rpc_handlers(self.servicer), *kserve_handlers(self.kserve)))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        names = (ENCODER_SERVICE.full_name, HEALTH_SERVICE.full_name, reflection.SERVICE_NAME)
+        names = (
+            ENCODER_SERVICE.full_name,
+            INFERENCE_SERVICE.full_name,
+            HEALTH_SERVICE.full_name,
+            reflection.SERVICE_NAME,
+        )
         reflection.enable_server_reflection(names, server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)

@@ -12,7 +12,12 @@ import pytest
 
 from tests.conftest import ROOT
 
-PACKAGES = {"v1": ROOT / "proto" / "atento" / "v1", "export": ROOT / "export", "client": ROOT / "clients" / "python"}
+PACKAGES = {
+    "v1": ROOT / "proto" / "atento" / "v1",
+    "inference": ROOT / "proto" / "atento" / "inference",
+    "export": ROOT / "export",
+    "client": ROOT / "clients" / "python",
+}
 
 
 def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:

@@ -31,7 +31,7 @@ def test_health_serving_after_start_and_reflection_lists_the_service(tiny_bundle
             request = reflection_pb2.ServerReflectionRequest(list_services="")
             (response,) = list(stub.ServerReflectionInfo(iter([request]), timeout=5))
             names = {s.name for s in response.list_services_response.service}
-        assert {"atento.v1.Encoder", "grpc.health.v1.Health"} <= names
+        assert {"atento.v1.Encoder", "inference.GRPCInferenceService", "grpc.health.v1.Health"} <= names
         info = server.stub().GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
         assert info.provider == "CPUExecutionProvider" and len(info.bundle_sha256) == 64
         assert "provider CPUExecutionProvider (asked for auto)" in server.log
