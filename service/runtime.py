@@ -124,6 +124,11 @@ class Runtime:
         return ort.InferenceSession(str(bundle.graph_path(role)), options, providers=providers)
 
     @property
+    def row_align(self) -> int:
+        """Packed rows are a multiple of this wide: 8 on CUDA (see packing.pack_rows), 1 elsewhere."""
+        return 8 if self.provider == CUDA else 1
+
+    @property
     def has_attention_maps(self) -> bool:
         return GraphRole.ATTENTION_MAPS in self._sessions
 
