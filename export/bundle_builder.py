@@ -17,11 +17,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import onnx
 from atento.service.bundle import Bundle, GraphRole, Precision, read_bundle, sha256_file, write_manifest
 
 from .checkpoint import Checkpoint, load_encoder
 from .onnx_export import ATTENTION_OP, ExportedGraph, export_graph
 from .parity import ParityRun
+from .provider_capabilities import runs_on
 from .quantize import int8_agreement, quantize_file
 from .sentences import parity_sentences
 from .sources import model_pooling, resolve_model
@@ -60,6 +62,15 @@ def write_tokenizer(checkpoint: Checkpoint, path: Path) -> None:
     path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
 
 
+def providers_entry(path: Path) -> dict[str, Any]:
+    """Which execution providers can run the graph at ``path`` (provider_capabilities.py), and why not."""
+    problems = runs_on(onnx.load(str(path)))
+    return {
+        "providers": [provider for provider, found in problems.items() if not found],
+        "provider_problems": {provider: found for provider, found in problems.items() if found},
+    }
+
+
 def graph_entry(graph: ExportedGraph, precision: Precision) -> dict[str, Any]:
     return {
         "file": graph.path.name,
@@ -72,6 +83,7 @@ def graph_entry(graph: ExportedGraph, precision: Precision) -> dict[str, Any]:
         "attention_nodes": graph.op_counts.get(ATTENTION_OP, 0),
         "softmax_nodes": graph.op_counts.get("Softmax", 0),
         "precision": precision.value,
+        **providers_entry(graph.path),
     }
 
 
@@ -105,7 +117,8 @@ def quantize_bundle(source: Path, out: Path, *, report: Reporter = print, force:
             check_tolerances(manifest["parity"])
         with progress.step(f"writing manifest and moving the bundle to {out}"):
             for graph in manifest["graphs"].values():
-                graph.update(sha256=sha256_file(staging / graph["file"]), precision=Precision.INT8.value)
+                path = staging / graph["file"]
+                graph.update(sha256=sha256_file(path), precision=Precision.INT8.value, **providers_entry(path))
             manifest["provenance"]["derived_from"] = {"bundle": str(source.resolve()), "sha256": original.sha256}
             manifest.pop("format_version")
             write_manifest(staging, manifest)
@@ -116,16 +129,27 @@ def quantize_bundle(source: Path, out: Path, *, report: Reporter = print, force:
 
 
 def build_bundle(
-    model: str, out: Path, *, report: Reporter = print, force: bool = False, quantize: str | None = None
+    model: str,
+    out: Path,
+    *,
+    report: Reporter = print,
+    force: bool = False,
+    quantize: str | None = None,
+    dtype: str = "fp32",
 ) -> Bundle:
-    """Export ``model`` to a bundle at ``out``; with ``quantize="int8"`` the graphs are int8 (see quantize.py)."""
+    """Export ``model`` to a bundle at ``out``: fp32, or fp16 (``dtype``, for GPUs), or with
+    ``quantize="int8"`` int8 feed-forward matmuls (see quantize.py, for CPUs)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise FileExistsError(f"{out} exists and is not empty (pass --force to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
     if quantize not in (None, Precision.INT8.value):
         raise ValueError(f"unknown quantisation {quantize!r} (expected int8)")
-    precision = Precision(quantize or Precision.FP32.value)
+    if dtype not in (Precision.FP32.value, Precision.FP16.value):
+        raise ValueError(f"unknown dtype {dtype!r} (expected fp32 or fp16)")
+    if quantize and dtype != Precision.FP32.value:
+        raise ValueError("int8 quantisation starts from fp32 graphs: leave --dtype at fp32")
+    precision = Precision(quantize or dtype)
     progress = Progress(report, 7 if quantize else 6)
     with tempfile.TemporaryDirectory(prefix=".atento-export-", dir=out.parent) as scratch_name:
         scratch = Path(scratch_name)
@@ -135,9 +159,9 @@ def build_bundle(
             checkpoint, source = resolve_model(model, scratch)
             encoder = load_encoder(checkpoint)
         with progress.step("exporting the fast graph, encoder.onnx (fused Attention, no attention maps)"):
-            fast = export_graph(encoder, staging / "encoder.onnx", GraphRole.FAST)
+            fast = export_graph(encoder, staging / "encoder.onnx", GraphRole.FAST, dtype)
         with progress.step("exporting the attention-maps graph, encoder_attn.onnx"):
-            maps = export_graph(encoder, staging / "encoder_attn.onnx", GraphRole.ATTENTION_MAPS)
+            maps = export_graph(encoder, staging / "encoder_attn.onnx", GraphRole.ATTENTION_MAPS, dtype)
         with progress.step("writing tokenizer.json"):
             write_tokenizer(checkpoint, staging / "tokenizer.json")
         with progress.step("measuring parity against transformers, sentence-transformers and ONNX Runtime"):
@@ -150,10 +174,10 @@ def build_bundle(
                 "max_tokens_seen": run.max_tokens,
                 "torch_vs_transformers": run.against_transformers(),
                 "torch_vs_sentence_transformers": run.against_sentence_transformers(),
-                "onnx_vs_torch": {
-                    GraphRole.FAST.value: run.onnx_against_torch(fast.path),
-                    GraphRole.ATTENTION_MAPS.value: run.onnx_against_torch(maps.path),
-                },
+            }
+            against = run.fp16_against_fp32 if precision is Precision.FP16 else run.onnx_against_torch
+            parity["fp16_vs_fp32" if precision is Precision.FP16 else "onnx_vs_torch"] = {
+                graph.role.value: against(graph.path) for graph in (fast, maps)
             }
             check_tolerances(parity)
         if quantize:

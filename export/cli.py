@@ -32,6 +32,12 @@ def parser(prog: str = "atento export") -> argparse.ArgumentParser:
     cli.add_argument("--out", required=True, type=Path, help="bundle directory to write")
     cli.add_argument("--force", action="store_true", help="replace --out if it exists")
     cli.add_argument(
+        "--dtype",
+        choices=["fp32", "fp16"],
+        default="fp32",
+        help="fp16: half-precision weights and activations, for GPUs (parity bounds recorded in the manifest)",
+    )
+    cli.add_argument(
         "--quantize",
         choices=["int8"],
         help="int8: dynamic per-token int8 feed-forward (VNNI/AMX), checked against fp32",
@@ -70,7 +76,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "atento export") -> int:
         if args.from_bundle is not None:
             bundle = quantize_bundle(args.from_bundle, args.out, force=args.force, report=report)
         else:
-            bundle = build_bundle(args.model, args.out, force=args.force, quantize=args.quantize, report=report)
+            bundle = build_bundle(
+                args.model, args.out, force=args.force, quantize=args.quantize, dtype=args.dtype, report=report
+            )
     except (CheckpointError, BundleError, ParityError, FileExistsError, OSError, ValueError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1

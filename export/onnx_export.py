@@ -1,10 +1,16 @@
 """Export the encoder to ONNX: one fused ``Attention`` node per layer, dynamic batch and sequence.
 
-Two graphs, because ONNX Runtime computes every output whether or not it is fetched, and on CUDA
-an ``Attention`` node with a probabilities output falls back to the slow unfused kernel:
-- the fast graph, ``encoder.onnx``: last_hidden_state only (no Softmax node at all);
+Two graphs, because ONNX Runtime computes every output whether or not it is fetched:
+- the fast graph, ``encoder.onnx``: last_hidden_state only, one fused ``Attention`` node per layer
+  (no Softmax node at all), which CUDA runs with its flash or memory-efficient kernels;
 - the attention-maps graph, ``encoder_attn.onnx``: last_hidden_state and the attention maps
-  (output ``attentions``, (B, layers, heads, S, S)).
+  (output ``attentions``, (B, layers, heads, S, S)), computed from the equations (MatMul, scale,
+  mask, Softmax, MatMul per layer), ops every provider runs: the fused node's probabilities output
+  (``qk_matmul_output_mode`` 1-3) is not implemented on CUDA (see provider_capabilities.py).
+
+``dtype="fp16"`` exports the same graphs with fp16 weights and activations (LayerNormalization
+keeps its fp32 accumulation, ONNX's default ``stash_type``); inputs stay int64 and outputs float32,
+so the service handles both alike.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from atento.service.bundle import GraphRole
 from torch import Tensor, nn
 
 from .config import EncoderConfig
-from .model import Encoder, FusedSelfAttention, FusedSelfAttentionWithMaps, MultiHeadSelfAttention
+from .model import Encoder, FusedSelfAttention, MultiHeadSelfAttention
 
 OPSET = 23  # the first opset with the standard fused Attention op
 ATTENTION_OP = "Attention"
@@ -47,7 +53,7 @@ class _HiddenOnly(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         hidden, _ = self.encoder(input_ids, attention_mask, token_type_ids)
-        return hidden
+        return hidden.float()  # an fp16 graph answers in float32 like any other
 
 
 class _WithAttentionMaps(_HiddenOnly):
@@ -56,7 +62,7 @@ class _WithAttentionMaps(_HiddenOnly):
     ) -> tuple[Tensor, Tensor]:
         hidden, maps = self.encoder(input_ids, attention_mask, token_type_ids)
         assert maps is not None, "this attention path always returns the attention maps"
-        return hidden, maps
+        return hidden.float(), maps.float()
 
 
 def input_names(config: EncoderConfig) -> tuple[str, ...]:
@@ -64,21 +70,24 @@ def input_names(config: EncoderConfig) -> tuple[str, ...]:
     return (*names, "token_type_ids") if config.has_token_types else names
 
 
-def _with_attention(encoder: Encoder, attention: type[MultiHeadSelfAttention]) -> Encoder:
-    """The same weights behind another attention path."""
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+def _with_attention(encoder: Encoder, attention: type[MultiHeadSelfAttention], dtype: str) -> Encoder:
+    """The same weights behind another attention path, in ``dtype``."""
     variant = Encoder(encoder.config, attention=attention)
     variant.load_state_dict(encoder.state_dict())
-    return variant.eval()
+    return variant.to(DTYPES[dtype]).eval()
 
 
-def export_graph(encoder: Encoder, path: Path, role: GraphRole) -> ExportedGraph:
+def export_graph(encoder: Encoder, path: Path, role: GraphRole, dtype: str = "fp32") -> ExportedGraph:
     config = encoder.config
     with_maps = role is GraphRole.ATTENTION_MAPS
-    if with_maps:
-        module: nn.Module = _WithAttentionMaps(_with_attention(encoder, FusedSelfAttentionWithMaps))
+    if with_maps:  # the equations: MatMul/Softmax per layer, which every provider runs
+        module: nn.Module = _WithAttentionMaps(_with_attention(encoder, MultiHeadSelfAttention, dtype))
         outputs: tuple[str, ...] = ("last_hidden_state", "attentions")
     else:
-        module = _HiddenOnly(_with_attention(encoder, FusedSelfAttention))
+        module = _HiddenOnly(_with_attention(encoder, FusedSelfAttention, dtype))
         outputs = ("last_hidden_state",)
     inputs = input_names(config)
     # One distinct tensor per input: torch.export merges inputs that are the same tensor object.

@@ -117,6 +117,22 @@ class ParityRun:
         for batch, ours in zip(self.batches, self._ours, strict=True):
             yield batch, session.run(None, batch.inputs), ours
 
+    def fp16_against_fp32(self, graph: Path) -> dict[str, float]:
+        """An fp16 graph against the fp32 encoder: hidden-state and attention-map deltas, and the
+        cosines of their mean-pooled, normalised vectors (what the fp16 bounds are about)."""
+        figures: dict[str, float] = {"hidden_max_abs": 0.0}
+        cosines: list[np.ndarray] = []
+        for batch, outputs, (our_hidden, our_maps) in self.onnx_outputs(graph):
+            figures["hidden_max_abs"] = max(figures["hidden_max_abs"], hidden_delta(outputs[0], our_hidden, batch.real))
+            if len(outputs) > 1:
+                delta = attention_delta(outputs[1], our_maps, batch.real)
+                figures["attention_max_abs"] = max(figures.get("attention_max_abs", 0.0), delta)
+            mask = batch.inputs["attention_mask"]
+            ours, theirs = (l2_normalize(pool(hidden, mask, "mean")) for hidden in (our_hidden, outputs[0]))
+            cosines.append(np.sum(ours * theirs, axis=1))
+        every = np.concatenate(cosines)
+        return {**figures, "min_cosine": float(every.min()), "mean_cosine": float(every.mean())}
+
     def onnx_against_torch(self, graph: Path) -> dict[str, float]:
         figures: dict[str, float] = {}
         for batch, outputs, (our_hidden, our_attention) in self.onnx_outputs(graph):

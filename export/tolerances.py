@@ -10,6 +10,11 @@ TOLERANCES = {
     "onnx_vs_torch.encoder.hidden_max_abs": 1e-4,
     "onnx_vs_torch.encoder_attn.hidden_max_abs": 1e-4,
     "onnx_vs_torch.encoder_attn.attention_max_abs": 1e-5,
+    # fp16 bundles only: each fp16 graph against the fp32 encoder, pooled (mean, normalised) cosines
+    "fp16_vs_fp32.encoder.min_cosine": 0.9999,
+    "fp16_vs_fp32.encoder.mean_cosine": 0.99995,
+    "fp16_vs_fp32.encoder_attn.min_cosine": 0.9999,
+    "fp16_vs_fp32.encoder_attn.mean_cosine": 0.99995,
     # int8 bundles only: the quantised fast graph against the fp32 graph it came from
     "int8_vs_fp32.min_cosine": 0.99,
     "int8_vs_fp32.mean_cosine": 0.995,

@@ -207,7 +207,7 @@ class Batcher:
         hidden: list[np.ndarray | None] = [None] * len(batch)
         maps: list[np.ndarray | None] = [None] * len(batch)
         padded = real = 0
-        for run in pack_by_width([item.encoded for item in batch], self.limits.row_tokens):
+        for run in pack_by_width([item.encoded for item in batch], self.limits.row_tokens, self.runtime.row_align):
             outputs = self.runtime.run(run.inputs, graph)
             padded += run.inputs["input_ids"].size
             for i, place in zip(run.texts, run.placements, strict=True):

@@ -30,7 +30,8 @@ class Precision(enum.StrEnum):
     """The numbers a graph computes with."""
 
     FP32 = "fp32"
-    INT8 = "int8"  # dynamic per-token int8 feed-forward (export/quantize.py)
+    FP16 = "fp16"  # weights and activations in half precision, for GPUs; inputs and outputs as fp32
+    INT8 = "int8"  # dynamic per-token int8 feed-forward (export/quantize.py), for CPUs
 
 
 class BundleError(ValueError):
@@ -67,6 +68,10 @@ class GraphSpec:
     ir_version: int
     attention_op: str  # the fused node every layer's attention is, e.g. "Attention"
     precision: Precision
+    # The execution providers the exporter's capability check found able to run every node, and
+    # why the others cannot; None for bundles written before the check existed.
+    providers: tuple[str, ...] | None = None
+    provider_problems: dict[str, list[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,10 @@ def read_bundle(directory: Path | str, *, verify: bool = True) -> Bundle:
             ir_version=_field(graph_raw, "ir_version", int, where),
             attention_op=_field(graph_raw, "attention_op", str, where),
             precision=_choice(_field(graph_raw, "precision", str, where), Precision, f"{where}.precision"),
+            providers=tuple(_field(graph_raw, "providers", list, where)) if "providers" in graph_raw else None,
+            provider_problems=_field(graph_raw, "provider_problems", dict, where)
+            if "provider_problems" in graph_raw
+            else None,
         )
         _check_file(directory, graph.file, graph.sha256, verify)
         graphs[role] = graph

@@ -61,14 +61,21 @@ def pad_batch(encoded: Sequence[Encoded]) -> Inputs:
     return _fill(encoded, [Placement(row, 0, len(item)) for row, item in enumerate(encoded)], len(encoded), width)
 
 
-def pack_rows(encoded: Sequence[Encoded], row_tokens: int) -> tuple[Inputs, list[Placement]]:
+def aligned(width: int, align: int) -> int:
+    """``width`` rounded up to a multiple of ``align``."""
+    return -(-width // align) * align
+
+
+def pack_rows(encoded: Sequence[Encoded], row_tokens: int, align: int = 1) -> tuple[Inputs, list[Placement]]:
     """Pack texts into as few rows as fit, instead of one padded row each.
 
-    Rows are ``max(longest text, min(row_tokens, all tokens))`` wide; texts go in longest first, each
-    into the first row with room (first-fit decreasing).
+    Rows are ``max(longest text, min(row_tokens, all tokens))`` wide, rounded up to a multiple of
+    ``align`` (8 on CUDA: its memory-efficient attention kernel needs key lengths divisible by 4, and
+    fp16 tensor cores like multiples of 8); texts go in longest first, each into the first row with
+    room (first-fit decreasing).
     """
     lengths = [len(item) for item in encoded]
-    width = max(max(lengths), min(row_tokens, sum(lengths)))
+    width = aligned(max(max(lengths), min(row_tokens, sum(lengths))), align)
     used: list[int] = []  # tokens already in each row
     placements: dict[int, Placement] = {}
     for i in sorted(range(len(encoded)), key=lambda i: -lengths[i]):
@@ -81,7 +88,7 @@ def pack_rows(encoded: Sequence[Encoded], row_tokens: int) -> tuple[Inputs, list
     return _fill(encoded, ordered, len(used), width), ordered
 
 
-def pack_by_width(encoded: Sequence[Encoded], row_tokens: int) -> list[PackedRun]:
+def pack_by_width(encoded: Sequence[Encoded], row_tokens: int, align: int = 1) -> list[PackedRun]:
     """Texts up to ``row_tokens`` packed into rows of that width; longer ones apart, in rows as wide
     as the longest of them: one ``PackedRun`` per ONNX Runtime run.
 
@@ -92,6 +99,6 @@ def pack_by_width(encoded: Sequence[Encoded], row_tokens: int) -> list[PackedRun
     for short in (True, False):
         indices = [i for i, item in enumerate(encoded) if (len(item) <= row_tokens) == short]
         if indices:
-            inputs, places = pack_rows([encoded[i] for i in indices], row_tokens)
+            inputs, places = pack_rows([encoded[i] for i in indices], row_tokens, align)
             runs.append(PackedRun(inputs, indices, places))
     return runs

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from .bundle import Bundle, GraphRole
 from .config import Settings
+from .placement import NodePlacement, PlacementError, check_placement, read_profile, summary
 
 log = logging.getLogger("atento.runtime")
 
@@ -44,6 +47,23 @@ def choose_provider(requested: str, available: Sequence[str]) -> str:
     raise ProviderError(f"unknown provider {requested!r} (expected auto, cpu or cuda)")
 
 
+def check_capabilities(bundle: Bundle, requested: str, wanted: str) -> str:
+    """The provider to ask for, given what the exporter found each graph can run on.
+
+    A node without a kernel on the provider would fail or silently run on the CPU (copies across
+    PCIe every layer): ``cuda`` refuses such a bundle naming the node; ``auto`` falls back to the CPU.
+    """
+    for role, graph in bundle.graphs.items():
+        if graph.providers is None or wanted in graph.providers:
+            continue
+        why = "; ".join((graph.provider_problems or {}).get(wanted, ["not in the graph's providers"]))
+        if requested == "cuda":
+            raise ProviderError(f"provider 'cuda' cannot run the {role.value} graph of this bundle: {why}")
+        log.warning("provider auto: %s cannot run the %s graph (%s); running on %s", wanted, role.value, why, CPU)
+        return CPU
+    return wanted
+
+
 def confirm_provider(requested: str, wanted: str, got: Sequence[str]) -> str:
     """onnxruntime-gpu lists CUDA even without a usable GPU and then quietly runs on the CPU: catch it."""
     actual = got[0] if got else CPU
@@ -66,9 +86,9 @@ class Runtime:
     """The fast graph always; the attention-maps graph when enabled. Sessions are safe to run from threads."""
 
     def __init__(self, bundle: Bundle, settings: Settings) -> None:
-        self.bundle = bundle
+        self.bundle, self.settings = bundle, settings
         requested = settings.provider
-        wanted = choose_provider(requested, ort.get_available_providers())
+        wanted = check_capabilities(bundle, requested, choose_provider(requested, ort.get_available_providers()))
         fast = self._session(bundle, GraphRole.FAST, wanted, settings)
         self.provider = confirm_provider(requested, wanted, fast.get_providers())
         self._sessions = {GraphRole.FAST: fast}
@@ -84,7 +104,9 @@ class Runtime:
         )
 
     @staticmethod
-    def _session(bundle: Bundle, role: GraphRole, provider: str, settings: Settings) -> ort.InferenceSession:
+    def _session(
+        bundle: Bundle, role: GraphRole, provider: str, settings: Settings, profile: bool = False
+    ) -> ort.InferenceSession:
         options = ort.SessionOptions()
         options.intra_op_num_threads = settings.intra_op_threads
         options.inter_op_num_threads = settings.inter_op_threads
@@ -95,8 +117,16 @@ class Runtime:
         # ONNX's shape inference declares the attention maps with an empty key axis and ORT warns
         # about it on every run; the values are right (parity checks them).
         options.log_severity_level = 3 if role is GraphRole.ATTENTION_MAPS else 2
+        if profile:  # ONNX Runtime's own word on where each node runs (see placement.py)
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(tempfile.gettempdir()) / f"atento-placement-{role.value}")
         providers = [provider, CPU] if provider != CPU else [CPU]
         return ort.InferenceSession(str(bundle.graph_path(role)), options, providers=providers)
+
+    @property
+    def row_align(self) -> int:
+        """Packed rows are a multiple of this wide: 8 on CUDA (see packing.pack_rows), 1 elsewhere."""
+        return 8 if self.provider == CUDA else 1
 
     @property
     def has_attention_maps(self) -> bool:
@@ -132,3 +162,23 @@ class Runtime:
             feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
             for graph in self._sessions:
                 self.run(feeds, graph)
+        if self.provider == CUDA:  # a node quietly left on the CPU costs copies every layer: refuse it
+            for graph in self._sessions:
+                placements = self.placement(graph)
+                log.info("placement of the %s graph: %s", graph.value, summary(placements))
+                try:
+                    check_placement(placements, CUDA, graph.value)
+                except PlacementError as error:
+                    raise ProviderError(f"provider cuda: {error}") from error
+
+    def placement(self, graph: GraphRole) -> list[NodePlacement]:
+        """Where ONNX Runtime puts each node of ``graph``: one run of a profiled twin of its session."""
+        session = self._session(self.bundle, graph, self.provider, self.settings, profile=True)
+        ids = np.full((2, 16), 1000, dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        session.run(None, {name: feeds[name] for name in self.input_names})
+        profile = Path(session.end_profiling())
+        try:
+            return read_profile(profile)
+        finally:
+            profile.unlink(missing_ok=True)

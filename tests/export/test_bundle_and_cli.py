@@ -39,7 +39,9 @@ def test_minilm_bundle_contents(minilm_bundle: Path) -> None:
     for role, graph in bundle.graphs.items():
         assert graph.sha256 == sha256_file(minilm_bundle / graph.file), role
         assert graph.opset >= 23 and graph.ir_version <= 13
-        assert bundle.manifest["graphs"][role]["attention_nodes"] == 6
+        entry = bundle.manifest["graphs"][role]
+        assert entry["attention_nodes"] == (6 if role == "encoder" else 0)  # the maps graph: MatMul/Softmax
+        assert entry["providers"] == ["CPUExecutionProvider", "CUDAExecutionProvider"]
     assert bundle.graphs["encoder"].outputs == ("last_hidden_state",)
     assert bundle.graphs["encoder_attn"].outputs == ("last_hidden_state", "attentions")
     provenance = bundle.manifest["provenance"]

@@ -20,12 +20,20 @@ def op_counts(path: Path) -> Counter[str]:
     return Counter(node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
 
 
-@pytest.mark.parametrize("graph", ["encoder.onnx", "encoder_attn.onnx"])
-def test_one_fused_attention_node_per_layer(minilm_bundle: Path, graph: str) -> None:
-    counts = op_counts(minilm_bundle / graph)
+def test_the_fast_graph_has_one_fused_attention_node_per_layer(minilm_bundle: Path) -> None:
+    counts = op_counts(minilm_bundle / "encoder.onnx")
     assert counts["Attention"] == LAYERS
     assert counts["Softmax"] == 0  # the softmax lives inside the fused node
     assert counts["MatMul"] == LAYERS * 6  # q, k, v, output, two feed-forward: no attention matmuls outside
+
+
+def test_the_attention_maps_graph_computes_them_from_the_equations(minilm_bundle: Path) -> None:
+    """MatMul -> scale -> mask -> Softmax -> MatMul per layer: ops every provider runs (the fused
+    node's probabilities output is not implemented on CUDA, see provider_capabilities.py)."""
+    counts = op_counts(minilm_bundle / "encoder_attn.onnx")
+    assert counts["Attention"] == 0
+    assert counts["Softmax"] == LAYERS
+    assert counts["MatMul"] == LAYERS * 8  # q, k, v, output, two feed-forward, QKᵀ and AV
 
 
 def test_fast_graph_io_and_version(minilm_bundle: Path) -> None:

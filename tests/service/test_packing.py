@@ -47,3 +47,12 @@ def test_long_texts_run_apart_from_the_packed_short_ones() -> None:
     short, long = pack_by_width(encoded, row_tokens=64)
     assert short.texts == [0, 2, 4] and short.inputs["input_ids"].shape == (1, 60)  # 60 tokens: one row
     assert long.texts == [1, 3] and long.inputs["input_ids"].shape == (2, 200)  # as wide as the longest
+
+
+def test_rows_can_be_aligned_to_a_multiple_of_eight() -> None:
+    """CUDA's memory-efficient attention wants key lengths divisible by 4; fp16 tensor cores like 8."""
+    inputs, places = pack_rows([text(5), text(9)], row_tokens=12, align=8)
+    assert inputs["input_ids"].shape == (1, 16)  # rows of 12 rounded up to 16, where both texts fit
+    assert all(p.start + p.length <= 16 for p in places)
+    (short,) = pack_by_width([text(3)], row_tokens=64, align=8)
+    assert short.inputs["input_ids"].shape == (1, 8)

@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 from atento.service.bundle import GraphRole, read_bundle
 from atento.service.config import Settings
+from atento.service.placement import PlacementError, check_placement
 from atento.service.runtime import CPU, CUDA, ProviderError, Runtime, choose_provider, confirm_provider
 
 
@@ -63,3 +64,18 @@ def test_cuda_provider_when_a_gpu_is_present(tiny_bundle: Path) -> None:
     ids = np.full((3, 9), 2000, dtype=np.int64)
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     np.testing.assert_allclose(runtime.run(feeds).hidden, cpu.run(feeds).hidden, atol=1e-3)
+
+
+def test_placement_is_read_from_onnx_runtimes_profile(tiny_bundle: Path) -> None:
+    """Where ORT runs each node, from its own profiler; CUDA would be refused with these CPU nodes."""
+    runtime = Runtime(read_bundle(tiny_bundle), Settings(bundle=tiny_bundle, provider="cpu"))
+    for graph in (GraphRole.FAST, GraphRole.ATTENTION_MAPS):
+        placements = runtime.placement(graph)
+        ops = {p.op_type for p in placements}
+        assert "MatMul" in ops and ops & {"LayerNormalization", "SkipLayerNormalization"}
+        assert {p.provider for p in placements} == {CPU}
+        check_placement(placements, CPU, graph.value)
+        with pytest.raises(PlacementError, match=f"the {graph.value} graph has compute nodes off {CUDA}"):
+            check_placement(placements, CUDA, graph.value)
+    assert "Attention" in {p.op_type for p in runtime.placement(GraphRole.FAST)}
+    assert "Softmax" in {p.op_type for p in runtime.placement(GraphRole.ATTENTION_MAPS)}
