@@ -52,7 +52,7 @@ class EncoderServicer:
 
     def ready(self) -> Engine:
         if self.engine is None:
-            raise NotReady("the model is still loading; retry shortly")
+            raise NotReady("the model is still loading; retry shortly", reason="MODEL_LOADING")
         return self.engine
 
     async def _embed(

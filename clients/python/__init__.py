@@ -1,6 +1,6 @@
 """atento's Python SDK: embeddings, tokens and attention maps from an atento server.
 
-Needs only grpcio, protobuf and numpy (`pip install atento[client]`).
+Needs only grpcio, protobuf, googleapis-common-protos (for the error details) and numpy (`pip install atento[client]`).
 """
 
 from .aio import AsyncClient
@@ -10,9 +10,14 @@ from .errors import (
     AtentoError,
     CancelledError,
     DeadlineExceededError,
+    ErrorDetails,
+    FieldViolation,
+    IdentityChangedError,
     InternalError,
     InvalidInputError,
     OverloadedError,
+    QuotaViolation,
+    ResourceInfo,
     UnauthenticatedError,
     UnavailableError,
 )
@@ -35,11 +40,16 @@ __all__ = [
     "EmbedOptions",
     "EmbedResult",
     "Encoding",
+    "ErrorDetails",
+    "FieldViolation",
+    "IdentityChangedError",
     "InternalError",
     "InvalidInputError",
     "Limits",
     "ModelInfo",
     "OverloadedError",
+    "QuotaViolation",
+    "ResourceInfo",
     "Retry",
     "Timings",
     "Token",
