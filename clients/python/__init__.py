@@ -21,6 +21,7 @@ from .errors import (
     UnauthenticatedError,
     UnavailableError,
 )
+from .identity import IdentityPin, VectorIdentity
 from .messages import AttentionSelection, EmbedOptions
 from .results import EmbedResult, Encoding, Limits, ModelInfo, Timings, Token, TokenizedText, Usage
 from .similarity import similarity
@@ -43,6 +44,7 @@ __all__ = [
     "ErrorDetails",
     "FieldViolation",
     "IdentityChangedError",
+    "IdentityPin",
     "InternalError",
     "InvalidInputError",
     "Limits",
@@ -57,5 +59,6 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "Usage",
+    "VectorIdentity",
     "similarity",
 ]
