@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 50051
 METRICS_PORT ?= 9464
 
-.PHONY: venv tools kserve-client serve bundle test test-fast lint format package-tree typecheck imports duplicates proto bench soak clean
+.PHONY: venv tools kserve-client serve bundle test test-fast lint format package-tree typecheck imports duplicates buf proto proto-image bench soak clean
 
 # The development environment: every extra but `gpu` (onnxruntime-gpu would replace the CPU build).
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -62,7 +62,7 @@ test-fast: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(MAKE) --no-print-directory typecheck imports duplicates
+	$(MAKE) --no-print-directory typecheck imports duplicates buf
 
 # mypy and import-linter cannot follow setuptools' folder -> package mapping, so they read a tree of
 # symlinks shaped like the installed package (build/package/atento/...).
@@ -90,6 +90,17 @@ duplicates: $(VENV)/.installed
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# The proto contract (buf.yaml): Buf's lint rules, and no breaking change against the committed image
+# of the contract. The Buf CLI comes from PyPI (buf-bin, in the dev extra) and runs offline.
+CONTRACT_IMAGE := proto/atento.binpb
+buf: $(VENV)/.installed
+	$(VENV)/bin/buf lint
+	$(VENV)/bin/buf breaking --against $(CONTRACT_IMAGE)
+
+# Rewrite the committed image of the contract: only when a change to it is deliberate (README, "proto").
+proto-image: $(VENV)/.installed
+	$(VENV)/bin/buf build --exclude-source-info -o $(CONTRACT_IMAGE)
 
 # Regenerate the committed gRPC stubs from the .proto files, atento.v1 and the Open Inference
 # Protocol (a test checks they do not drift).

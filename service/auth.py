@@ -58,6 +58,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._metrics.rejected.labels(f"unauthenticated_{reason}").inc()
         method = details.method.rsplit("/", 1)[-1]
         self._metrics.requests.labels(method, grpc.StatusCode.UNAUTHENTICATED.name).inc()
-        return _denied(
-            handler, Unauthenticated(f"{reason} bearer token: send metadata 'authorization: Bearer <token>'")
+        refusal = Unauthenticated(
+            f"{reason} bearer token: send metadata 'authorization: Bearer <token>'", metadata={"token": reason}
         )
+        return _denied(handler, refusal)

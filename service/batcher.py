@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .bundle import GraphRole
-from .errors import DeadlineExceeded, NotReady, Overloaded
+from .errors import DeadlineExceeded, NotReady, Overloaded, Quota
 from .metrics import Metrics
 from .packing import pack_by_width
 from .runtime import Runtime
@@ -90,13 +90,15 @@ class Batcher:
     def submit(self, encoded: Sequence[Encoded], *, graph: GraphRole, deadline: float | None) -> list[WorkItem]:
         """Queue one request's texts, or refuse them all: NotReady when closed, Overloaded when full."""
         if self._closed:
-            raise NotReady("the server is shutting down; retry on another replica")
+            raise NotReady("the server is shutting down; retry on another replica", reason="SHUTTING_DOWN")
         if len(self._pending) + len(encoded) > self.limits.max_queued_texts:
             self.metrics.rejected.labels("queue_full").inc()
             retry_after = self.retry_after()
             log.info("queue full: refused %d texts, retry after %.0f ms", len(encoded), retry_after * 1000)
             raise Overloaded(
-                f"queue full: {len(self._pending)} texts waiting, bound {self.limits.max_queued_texts}", retry_after
+                f"queue full: {len(self._pending)} texts waiting, bound {self.limits.max_queued_texts}",
+                retry_after,
+                quota=Quota("max_queued_texts", f"at most {self.limits.max_queued_texts} texts wait for a batch"),
             )
         loop = asyncio.get_running_loop()
         items = [WorkItem(e, graph, deadline, loop.create_future()) for e in encoded]

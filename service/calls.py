@@ -52,7 +52,7 @@ class CallTracker:
             if self.draining and not while_draining:
                 work.close()
                 self.refused_while_draining += 1
-                raise NotReady("the server is shutting down; retry on another replica")
+                raise NotReady("the server is shutting down; retry on another replica", reason="SHUTTING_DOWN")
             result = await work
             if context.cancelled():  # the client went away: a stream can end "normally" after that
                 code = grpc.StatusCode.CANCELLED

@@ -1,53 +1,110 @@
-"""Domain errors and the one table that maps them to gRPC status codes.
+"""Domain errors and the one table that maps them to gRPC status codes and google.rpc details.
 
 Every refusal the service makes raises one of these and reaches the client through ``status_for``
 and ``abort``: the servicer's methods and the bearer-token check alike. Anything not in the table
 is a bug: it becomes INTERNAL with a generic message, and the traceback goes to the log, never to
 the client.
+
+Each refusal also carries a ``google.rpc.Status`` in the ``grpc-status-details-bin`` trailer (the
+rich error model): always an ``ErrorInfo`` with a stable ``reason`` and the domain ``atento.v1``,
+plus ``BadRequest`` (the field), ``RetryInfo`` (when to come back), ``QuotaFailure`` (which limit)
+and ``ResourceInfo`` (which resource) where they fit. The reasons are part of the contract: README
+lists them, and a client may branch on them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
 import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 log = logging.getLogger("atento.errors")
 
+DOMAIN = "atento.v1"
 # Trailing metadata that tells a client when to come back. `grpc-retry-pushback-ms` is read by
 # gRPC's own retry policy (service config); `retry-after-ms` is for everybody else.
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 RETRY_AFTER_KEY = "retry-after-ms"
+# Where gRPC carries the serialized google.rpc.Status (the same key grpcio-status writes).
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A limit the request ran into: ``subject`` names the limit, as the config table does."""
+
+    subject: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Resource:
+    """The resource a refusal is about (google.rpc.ResourceInfo)."""
+
+    resource_type: str
+    resource_name: str
+    description: str
 
 
 class AtentoError(Exception):
-    """Base of the errors a client may see, with their message."""
+    """Base of the errors a client may see, with their message and a stable reason."""
+
+    reason = "ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        quota: Quota | None = None,
+        resource: Resource | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+        self.quota, self.resource = quota, resource
+        self.metadata = dict(metadata or {})
 
 
 class InvalidArgument(AtentoError):
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, problem: str, *, reason: str | None = None, quota: Quota | None = None) -> None:
+        super().__init__(f"{field}: {problem}", reason=reason, quota=quota)
+        self.field, self.problem = field, problem
 
 
 class FailedPrecondition(AtentoError):
-    pass
+    reason = "FAILED_PRECONDITION"
 
 
 class Overloaded(AtentoError):
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
+    reason = "QUEUE_FULL"
+
+    def __init__(self, message: str, retry_after_s: float, *, quota: Quota | None = None) -> None:
+        queue = Resource("atento.v1.queue", "batcher", "the texts waiting for a batch, bounded by max_queued_texts")
+        super().__init__(message, quota=quota, resource=queue)
         self.retry_after_s = retry_after_s
 
+    @property
+    def retry_after_ms(self) -> int:
+        return max(1, round(self.retry_after_s * 1000))
+
     def trailing_metadata(self) -> Sequence[tuple[str, str]]:
-        millis = str(max(1, round(self.retry_after_s * 1000)))
+        millis = str(self.retry_after_ms)
         return ((RETRY_PUSHBACK_KEY, millis), (RETRY_AFTER_KEY, millis))
 
 
 class NotReady(AtentoError):
-    pass
+    reason = "NOT_READY"
 
 
 class NotFound(AtentoError):
@@ -59,11 +116,11 @@ class Unimplemented(AtentoError):
 
 
 class DeadlineExceeded(AtentoError):
-    pass
+    reason = "DEADLINE_EXCEEDED"
 
 
 class Unauthenticated(AtentoError):
-    pass
+    reason = "UNAUTHENTICATED"
 
 
 STATUS_BY_ERROR: dict[type[AtentoError], grpc.StatusCode] = {
@@ -76,15 +133,61 @@ STATUS_BY_ERROR: dict[type[AtentoError], grpc.StatusCode] = {
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
 }
+INTERNAL_REASON = "INTERNAL"
 
 
 @dataclass(frozen=True)
 class Status:
-    """What a refused call is answered with."""
+    """What a refused call is answered with: code, message, trailers and google.rpc detail messages."""
 
     code: grpc.StatusCode
     message: str
     trailing_metadata: Sequence[tuple[str, str]] = ()
+    details: Sequence[Message] = ()
+
+    @property
+    def reason(self) -> str:
+        """The ErrorInfo reason (every status ``abort`` sends has one; the code's name otherwise)."""
+        for detail in self.details:
+            if isinstance(detail, error_details_pb2.ErrorInfo):
+                return str(detail.reason)
+        return str(self.code.name)
+
+    def rpc_status(self) -> status_pb2.Status:
+        """The google.rpc.Status of this refusal, with an ErrorInfo even when none was built."""
+        details = list(self.details)
+        if not any(isinstance(d, error_details_pb2.ErrorInfo) for d in details):
+            details.insert(0, error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN))
+        packed = []
+        for detail in details:
+            holder = any_pb2.Any()
+            holder.Pack(detail)
+            packed.append(holder)
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=packed)
+
+
+def details_for(error: AtentoError) -> list[Message]:
+    """The google.rpc detail messages that describe ``error``."""
+    details: list[Message] = [error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)]
+    if isinstance(error, InvalidArgument):
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=error.field, description=error.problem, reason=error.reason
+        )
+        details.append(error_details_pb2.BadRequest(field_violations=[violation]))
+    if isinstance(error, Overloaded):
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(error.retry_after_ms)
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    if (quota := error.quota) is not None:
+        over = error_details_pb2.QuotaFailure.Violation(subject=quota.subject, description=quota.description)
+        details.append(error_details_pb2.QuotaFailure(violations=[over]))
+    if (r := error.resource) is not None:
+        details.append(
+            error_details_pb2.ResourceInfo(
+                resource_type=r.resource_type, resource_name=r.resource_name, description=r.description
+            )
+        )
+    return details
 
 
 def status_for(error: BaseException) -> Status:
@@ -92,14 +195,14 @@ def status_for(error: BaseException) -> Status:
     for kind, code in STATUS_BY_ERROR.items():
         if isinstance(error, kind):
             metadata = error.trailing_metadata() if isinstance(error, Overloaded) else ()
-            return Status(code, str(error), metadata)
+            return Status(code, str(error), metadata, details_for(error))
     log.error("internal error", exc_info=error)
-    return Status(grpc.StatusCode.INTERNAL, "internal error (the server logged the details)")
+    info = error_details_pb2.ErrorInfo(reason=INTERNAL_REASON, domain=DOMAIN)
+    return Status(grpc.StatusCode.INTERNAL, "internal error (the server logged the details)", (), (info,))
 
 
 async def abort(context: grpc.aio.ServicerContext, status: Status) -> NoReturn:
-    """End the call with ``status`` (``context.abort`` raises)."""
-    if status.trailing_metadata:
-        context.set_trailing_metadata(status.trailing_metadata)
-    await context.abort(status.code, status.message)
+    """End the call with ``status`` (``context.abort`` raises), its google.rpc.Status in the trailers."""
+    rich = rpc_status.to_status(status.rpc_status())  # the message and code, plus the details trailer
+    await context.abort(rich.code, rich.details, trailing_metadata=(*status.trailing_metadata, *rich.trailing_metadata))
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover

@@ -14,7 +14,7 @@ from atento.v1 import encoder_pb2 as pb
 
 from .bundle import GraphRole, ModelSpec
 from .config import Settings
-from .errors import FailedPrecondition, InvalidArgument
+from .errors import FailedPrecondition, InvalidArgument, Quota
 from .rpc import Malformed
 from .tokenizer import Encoded
 
@@ -33,7 +33,7 @@ BYTES_PER_VALUE: dict[int, int] = {pb.DTYPE_FLOAT32: 4, pb.DTYPE_FLOAT16: 2}
 def well_formed(request: T, field: str = "request") -> T:
     """The request, or INVALID_ARGUMENT when its bytes did not parse (see ``rpc.lenient``)."""
     if isinstance(request, Malformed):
-        raise InvalidArgument(field, f"not a valid {request.message}: {request.error}")
+        raise InvalidArgument(field, f"not a valid {request.message}: {request.error}", reason="MALFORMED_REQUEST")
     return request
 
 
@@ -64,23 +64,29 @@ class EmbedOptions:
 
 def check_texts(texts: Sequence[str], settings: Settings, prefix: str = "") -> None:
     if not texts:
-        raise InvalidArgument(f"{prefix}texts", "must hold at least one text")
+        raise InvalidArgument(f"{prefix}texts", "must hold at least one text", reason="NO_TEXTS")
     if len(texts) > settings.max_texts_per_request:
         raise InvalidArgument(
-            f"{prefix}texts", f"{len(texts)} texts exceed the limit of {settings.max_texts_per_request} per request"
+            f"{prefix}texts",
+            f"{len(texts)} texts exceed the limit of {settings.max_texts_per_request} per request",
+            reason="TOO_MANY_TEXTS",
+            quota=Quota("max_texts_per_request", f"at most {settings.max_texts_per_request} texts per request"),
         )
     for i, text in enumerate(texts):
         if not text:
-            raise InvalidArgument(f"{prefix}texts[{i}]", "must not be empty")
+            raise InvalidArgument(f"{prefix}texts[{i}]", "must not be empty", reason="EMPTY_TEXT")
         if len(text) > settings.max_chars_per_text:
             raise InvalidArgument(
-                f"{prefix}texts[{i}]", f"{len(text)} characters exceed the limit of {settings.max_chars_per_text}"
+                f"{prefix}texts[{i}]",
+                f"{len(text)} characters exceed the limit of {settings.max_chars_per_text}",
+                reason="TEXT_TOO_LONG",
+                quota=Quota("max_chars_per_text", f"at most {settings.max_chars_per_text} characters per text"),
             )
 
 
 def enum_value(value: int, known: Mapping[int, object], field: str) -> None:
     if value not in known:
-        raise InvalidArgument(field, f"unknown value {value}")
+        raise InvalidArgument(field, f"unknown value {value}", reason="UNKNOWN_ENUM_VALUE")
 
 
 def check_truncation(value: int, field: str) -> bool:
@@ -94,9 +100,11 @@ def indices(values: Sequence[int], count: int, field: str, what: str) -> tuple[i
     seen: set[int] = set()
     for i, value in enumerate(values):
         if not 0 <= value < count:
-            raise InvalidArgument(f"{field}[{i}]", f"{what} {value} is out of range [0, {count})")
+            raise InvalidArgument(
+                f"{field}[{i}]", f"{what} {value} is out of range [0, {count})", reason="INDEX_OUT_OF_RANGE"
+            )
         if value in seen:
-            raise InvalidArgument(f"{field}[{i}]", f"{what} {value} is listed twice")
+            raise InvalidArgument(f"{field}[{i}]", f"{what} {value} is listed twice", reason="DUPLICATE_INDEX")
         seen.add(value)
     return tuple(values)
 
@@ -115,7 +123,9 @@ def embed_options(
     selection = None
     if request.HasField("attention"):  # the request's attention selection
         if not maps_available:
-            raise FailedPrecondition("attention maps are off on this server (started with --no-attention-maps)")
+            raise FailedPrecondition(
+                "attention maps are off on this server (started with --no-attention-maps)", reason="ATTENTION_MAPS_OFF"
+            )
         spec = request.attention
         selection = AttentionSelection(
             layers=indices(spec.layers, model.num_layers, f"{prefix}attention.layers", "layer"),
@@ -124,7 +134,9 @@ def embed_options(
         )
     if pooling is None and not request.token_embeddings and selection is None and not request.return_tokens:
         raise InvalidArgument(
-            f"{prefix}pooling", "POOLING_NONE without token_embeddings, attention or tokens asks for nothing"
+            f"{prefix}pooling",
+            "POOLING_NONE without token_embeddings, attention or tokens asks for nothing",
+            reason="NOTHING_REQUESTED",
         )
     return EmbedOptions(
         pooling=pooling,
@@ -145,6 +157,8 @@ def check_lengths(encoded: Sequence[Encoded], cut: bool, max_tokens: int, prefix
             raise InvalidArgument(
                 f"{prefix}texts[{i}]",
                 f"longer than the model's maximum of {max_tokens} tokens (set truncation to TRUNCATION_CUT to cut it)",
+                reason="TOO_MANY_TOKENS",
+                quota=Quota("max_tokens", f"the model reads at most {max_tokens} tokens per text"),
             )
 
 
@@ -165,4 +179,6 @@ def check_response_size(encoded: Sequence[Encoded], options: EmbedOptions, model
             "attention" if options.attention_selection is not None else "token_embeddings",
             f"the response would take about {total >> 20} MiB, over the {limit >> 20} MiB limit: "
             "ask for fewer texts, layers or heads, average the heads, or use DTYPE_FLOAT16",
+            reason="RESPONSE_TOO_LARGE",
+            quota=Quota("max_send_message_bytes", f"responses of at most {limit} bytes"),
         )

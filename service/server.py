@@ -15,8 +15,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 
 from .auth import BearerTokenInterceptor
 from .batcher import Batcher, BatchLimits
@@ -27,6 +25,7 @@ from .kserve import INFERENCE_SERVICE, KServeServicer, kserve_handlers
 from .metrics import Metrics
 from .runtime import ProviderError, Runtime
 from .servicer import ENCODER_SERVICE, EncoderServicer, atento_version, rpc_handlers
+from .standard import Health, add_reflection
 from .tokenizer import TextTokenizer
 
 log = logging.getLogger("atento.server")
@@ -92,7 +91,7 @@ class AtentoServer:
         self.servicer = EncoderServicer(settings, self.metrics)
         # The Open Inference Protocol door shares the Encoder's engine and call tracker (drain included).
         self.kserve = KServeServicer(settings, self.metrics, self.servicer.calls, self.servicer.ready)
-        self.health = HealthServicer()
+        self.health = Health()
         self.stopping = asyncio.Event()
         self.port = self.metrics_port = 0
         self.server: grpc.aio.Server | None = None
@@ -120,13 +119,7 @@ class AtentoServer:
         )
         server.add_generic_rpc_handlers((rpc_handlers(self.servicer), *kserve_handlers(self.kserve)))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        names = (
-            ENCODER_SERVICE.full_name,
-            INFERENCE_SERVICE.full_name,
-            HEALTH_SERVICE.full_name,
-            reflection.SERVICE_NAME,
-        )
-        reflection.enable_server_reflection(names, server)
+        add_reflection(server, (ENCODER_SERVICE.full_name, INFERENCE_SERVICE.full_name, HEALTH_SERVICE.full_name))
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self.port = _bind(server, settings)

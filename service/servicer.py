@@ -23,6 +23,7 @@ from .calls import CallTracker
 from .config import Settings
 from .engine import Engine
 from .errors import NotReady
+from .identity import VectorIdentity, identity
 from .metrics import Metrics
 from .rpc import generic_handler
 from .streaming import in_order
@@ -31,6 +32,18 @@ ENCODER_SERVICE = pb.DESCRIPTOR.services_by_name["Encoder"]
 POOLING_ENUM = {"mean": pb.POOLING_MEAN, "cls": pb.POOLING_CLS}
 # Responses this large are built in a thread, not on the event loop.
 LARGE_OUTPUT_VALUES = 1 << 16
+
+
+def identity_message(vectors: VectorIdentity) -> pb.VectorIdentity:
+    return pb.VectorIdentity(
+        model=vectors.model,
+        bundle_sha256=vectors.bundle_sha256,
+        precision=vectors.precision,
+        dimensions=vectors.dimensions,
+        pooling=vectors.pooling,
+        normalized=vectors.normalized,
+        prompt=vectors.prompt,
+    )
 
 
 @functools.cache  # importlib.metadata parses the package's METADATA: over a millisecond a call
@@ -52,7 +65,7 @@ class EncoderServicer:
 
     def ready(self) -> Engine:
         if self.engine is None:
-            raise NotReady("the model is still loading; retry shortly")
+            raise NotReady("the model is still loading; retry shortly", reason="MODEL_LOADING")
         return self.engine
 
     async def _embed(
@@ -75,6 +88,7 @@ class EncoderServicer:
             response = await engine.in_thread(build)
         else:
             response = build()
+        response.identity.CopyFrom(identity_message(identity(engine.bundle, options)))
         self.metrics.serialize_duration.observe(time.perf_counter() - start)
         response.timings.total_ns = int((time.perf_counter() - received) * 1e9)
         return response

@@ -1,6 +1,6 @@
 """atento's Python SDK: embeddings, tokens and attention maps from an atento server.
 
-Needs only grpcio, protobuf and numpy (`pip install atento[client]`).
+Needs only grpcio, protobuf, googleapis-common-protos (for the error details) and numpy (`pip install atento[client]`).
 """
 
 from .aio import AsyncClient
@@ -10,12 +10,18 @@ from .errors import (
     AtentoError,
     CancelledError,
     DeadlineExceededError,
+    ErrorDetails,
+    FieldViolation,
+    IdentityChangedError,
     InternalError,
     InvalidInputError,
     OverloadedError,
+    QuotaViolation,
+    ResourceInfo,
     UnauthenticatedError,
     UnavailableError,
 )
+from .identity import IdentityPin, VectorIdentity
 from .messages import AttentionSelection, EmbedOptions
 from .results import EmbedResult, Encoding, Limits, ModelInfo, Timings, Token, TokenizedText, Usage
 from .similarity import similarity
@@ -35,11 +41,17 @@ __all__ = [
     "EmbedOptions",
     "EmbedResult",
     "Encoding",
+    "ErrorDetails",
+    "FieldViolation",
+    "IdentityChangedError",
+    "IdentityPin",
     "InternalError",
     "InvalidInputError",
     "Limits",
     "ModelInfo",
     "OverloadedError",
+    "QuotaViolation",
+    "ResourceInfo",
     "Retry",
     "Timings",
     "Token",
@@ -47,5 +59,6 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "Usage",
+    "VectorIdentity",
     "similarity",
 ]

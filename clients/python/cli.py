@@ -101,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if code in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
             else ""
         )
-        print(f"atento {parsed.command}: {code}: {error.message}{hint}", file=sys.stderr)
+        said = f"{code} [{error.reason}]" if error.reason else f"{code}:"  # the reason, when the server sent one
+        print(f"atento {parsed.command}: {said} {error.message}{hint}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as error:
         print(f"atento {parsed.command}: error: {error}", file=sys.stderr)

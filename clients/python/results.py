@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from atento.v1 import encoder_pb2 as pb
 
+from .identity import VectorIdentity, identity_from
+
 NUMPY_DTYPE: dict[int, np.dtype[np.floating]] = {pb.DTYPE_FLOAT32: np.dtype("<f4"), pb.DTYPE_FLOAT16: np.dtype("<f2")}
 
 
@@ -69,6 +71,7 @@ class EmbedResult:
     usage: Usage
     timings: Timings
     embeddings: np.ndarray | None = field(default=None)  # (texts, hidden), the pooled embeddings stacked
+    identity: VectorIdentity | None = None  # what produced the vectors (None from a server that does not say)
 
     def __len__(self) -> int:
         return len(self.results)
@@ -138,6 +141,7 @@ def embed_result_from(response: pb.EmbedResponse) -> EmbedResult:
         usage=Usage(texts=response.usage.texts, tokens=response.usage.tokens),
         timings=Timings(t.tokenize_ns / 1e9, t.queue_ns / 1e9, t.inference_ns / 1e9, t.total_ns / 1e9),
         embeddings=np.stack(pooled) if pooled and len(pooled) == len(results) else None,
+        identity=identity_from(response.identity) if response.HasField("identity") else None,
     )
 
 

@@ -73,7 +73,7 @@ def test_tokenize_info_health(minilm_server: ServerProcess) -> None:
 def test_errors_are_one_line_with_the_status(minilm_server: ServerProcess) -> None:
     result = atento("embed", "", target=minilm_server.target, check=False)
     assert result.returncode == 1
-    assert result.stderr.strip() == "atento embed: INVALID_ARGUMENT: texts[0]: must not be empty"
+    assert result.stderr.strip() == "atento embed: INVALID_ARGUMENT [EMPTY_TEXT] texts[0]: must not be empty"
 
 
 def test_attention_table_and_png(minilm_server: ServerProcess, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from atento.client import (
     AttentionSelection,
     Client,
     DeadlineExceededError,
+    FieldViolation,
     InternalError,
     InvalidInputError,
     OverloadedError,
@@ -29,8 +30,11 @@ LONG = "It is a truth universally acknowledged that a single man in possession o
 
 def test_invalid_input(minilm_server: ServerProcess) -> None:
     with Client(minilm_server.target) as client:
-        with pytest.raises(InvalidInputError, match=r"texts\[1\]: must not be empty"):
+        with pytest.raises(InvalidInputError, match=r"texts\[1\]: must not be empty") as raised:
             client.embed(["fine", ""])
+        # The google.rpc details, decoded: the stable reason and the field, as data.
+        assert raised.value.reason == "EMPTY_TEXT" and raised.value.details.domain == "atento.v1"
+        assert raised.value.field_violations == (FieldViolation("texts[1]", "must not be empty", "EMPTY_TEXT"),)
         with pytest.raises(InvalidInputError, match=r"attention.layers\[0\]: layer 6 is out of range"):
             client.embed("x", attention=AttentionSelection(layers=[6]))
 
@@ -46,6 +50,9 @@ def test_overloaded_carries_the_retry_hint(minilm_bundle: Path) -> None:
         with Client(server.target, retry=None) as client, pytest.raises(OverloadedError, match="queue full") as raised:
             client.embed(["a", "b", "c", "d"])
         assert raised.value.retry_after is not None and raised.value.retry_after >= 0.1
+        assert raised.value.reason == "QUEUE_FULL" and raised.value.details.retry_after == raised.value.retry_after
+        assert [q.subject for q in raised.value.quota_violations] == ["max_queued_texts"]
+        assert raised.value.resource is not None and raised.value.resource.resource_type == "atento.v1.queue"
         slow.join()
 
 
@@ -87,9 +94,10 @@ def test_unauthenticated(tiny_bundle: Path) -> None:
             anonymous.embed("x")
         with (
             Client(server.target, token="wrong") as wrong,
-            pytest.raises(UnauthenticatedError, match="wrong bearer token"),
+            pytest.raises(UnauthenticatedError, match="wrong bearer token") as raised,
         ):
             wrong.embed("x")
+        assert raised.value.reason == "UNAUTHENTICATED" and raised.value.details.metadata == {"token": "wrong"}
         with Client(server.target, token="right-token") as right:
             assert right.embed("x").embeddings is not None
 
@@ -100,6 +108,7 @@ def test_internal_with_the_traceback_in_the_log_only(tiny_bundle: Path, tmp_path
         with pytest.raises(InternalError, match=r"internal error \(the server logged the details\)") as raised:
             client.embed(["x"] * FAILING_BATCH, attention=True)
         assert "Gather" not in raised.value.message  # no internals leak to the client
+        assert raised.value.reason == "INTERNAL"
         assert client.embed("the server is still fine").embeddings is not None
         time.sleep(0.2)
         assert "Traceback" in server.log and "Gather" in server.log

@@ -129,16 +129,36 @@ class Timings(_message.Message):
     def __init__(self, tokenize_ns: _Optional[int] = ..., queue_ns: _Optional[int] = ..., inference_ns: _Optional[int] = ..., total_ns: _Optional[int] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
-    __slots__ = ("results", "usage", "timings", "model")
+    __slots__ = ("results", "usage", "timings", "model", "identity")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[Encoding]
     usage: Usage
     timings: Timings
     model: str
-    def __init__(self, results: _Optional[_Iterable[_Union[Encoding, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
+    identity: VectorIdentity
+    def __init__(self, results: _Optional[_Iterable[_Union[Encoding, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., model: _Optional[str] = ..., identity: _Optional[_Union[VectorIdentity, _Mapping]] = ...) -> None: ...
+
+class VectorIdentity(_message.Message):
+    __slots__ = ("bundle_sha256", "precision", "dimensions", "pooling", "normalized", "prompt", "model")
+    BUNDLE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    POOLING_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZED_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    bundle_sha256: str
+    precision: str
+    dimensions: int
+    pooling: str
+    normalized: bool
+    prompt: str
+    model: str
+    def __init__(self, bundle_sha256: _Optional[str] = ..., precision: _Optional[str] = ..., dimensions: _Optional[int] = ..., pooling: _Optional[str] = ..., normalized: _Optional[bool] = ..., prompt: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class TokenizeRequest(_message.Message):
     __slots__ = ("texts", "truncation")
