@@ -110,9 +110,13 @@ class NotReady(AtentoError):
 class NotFound(AtentoError):
     """A named thing the server does not have (a model name or version the Open Inference Protocol asks for)."""
 
+    reason = "NOT_FOUND"
+
 
 class Unimplemented(AtentoError):
     """A method of a protocol's service that atento does not serve (Triton's extensions of the protocol)."""
+
+    reason = "UNIMPLEMENTED"
 
 
 class DeadlineExceeded(AtentoError):
