@@ -18,7 +18,13 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from tests.servers import ServerProcess
 
-SERVICES = {"atento.v1.Encoder", "grpc.health.v1.Health", REFLECTION_V1ALPHA, REFLECTION_V1}
+SERVICES = {
+    "atento.v1.Encoder",
+    "inference.GRPCInferenceService",
+    "grpc.health.v1.Health",
+    REFLECTION_V1ALPHA,
+    REFLECTION_V1,
+}
 
 
 @pytest.mark.fast
