@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -34,11 +36,24 @@ class _Refused(asyncio.Protocol):
         transport.close()
 
 
+def tls_context(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLContext:
+    """The server's TLS as the gRPC port has it: its certificate, and client certificates from
+    ``client_ca`` required when given (mutual TLS). OSError or ssl.SSLError on unusable files."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    if client_ca is not None:
+        context.load_verify_locations(client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 class _LimitedSite(web.TCPSite):
     """aiohttp's TCP site, with a bound on open connections."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, max_connections: int) -> None:
-        super().__init__(runner, host, port, backlog=128, reuse_address=True, reuse_port=False)
+    def __init__(
+        self, runner: web.AppRunner, host: str, port: int, max_connections: int, tls: ssl.SSLContext | None
+    ) -> None:
+        super().__init__(runner, host, port, ssl_context=tls, backlog=128, reuse_address=True, reuse_port=False)
         self._max_connections = max_connections
 
     async def start(self) -> None:
@@ -54,7 +69,9 @@ class _LimitedSite(web.TCPSite):
             return handler
 
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(protocol, self._host, self._port, backlog=self._backlog)
+        self._server = await loop.create_server(
+            protocol, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog
+        )
         self._bound_port = self._server.sockets[0].getsockname()[1]
 
 
@@ -63,6 +80,7 @@ class HttpSite:
 
     def __init__(self, app: web.Application, host: str, port: int, limits: HttpLimits) -> None:
         self.host, self.port, self.limits = host, port, limits
+        self.tls: ssl.SSLContext | None = None  # set before start() to serve HTTPS
         runner_options: dict[str, Any] = {
             "access_log": None,
             "handle_signals": False,  # the server's own SIGTERM handler drains everything
@@ -75,7 +93,7 @@ class HttpSite:
     async def start(self) -> int:
         """Listen; OSError when the address cannot be bound."""
         await self._runner.setup()
-        site = _LimitedSite(self._runner, self.host, self.port, self.limits.max_connections)
+        site = _LimitedSite(self._runner, self.host, self.port, self.limits.max_connections, self.tls)
         try:
             await site.start()
         except OSError:

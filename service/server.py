@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import signal
+import ssl
 from pathlib import Path
 
 import grpc
@@ -25,7 +26,7 @@ from .config import Settings
 from .engine import Engine
 from .http_api import OpenAIDoor
 from .http_metrics import metrics_site
-from .http_site import HttpLimits, HttpSite
+from .http_site import HttpLimits, HttpSite, tls_context
 from .metrics import Metrics
 from .runtime import ProviderError, Runtime
 from .servicer import ENCODER_SERVICE, EncoderServicer, atento_version, rpc_handlers
@@ -87,6 +88,15 @@ def _bind(server: grpc.aio.Server, settings: Settings) -> int:
         ) from error
 
 
+def _http_tls(settings: Settings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    try:
+        return tls_context(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    except (OSError, ssl.SSLError) as error:
+        raise StartupError(f"cannot use TLS certificate {settings.tls_cert} for the HTTP API: {error}") from error
+
+
 async def _listen(site: HttpSite, what: str) -> int:
     try:
         return await site.start()
@@ -142,6 +152,7 @@ class AtentoServer:
         self.port = _bind(server, settings)
         self.metrics_port = await _listen(self.metrics_site, "metrics")
         if self.http_site is not None:
+            self.http_site.tls = _http_tls(settings)  # HTTPS with the gRPC port's certificate, when it has one
             self.http_port = await _listen(self.http_site, "the HTTP API")
         await server.start()
         scheme = "tls" if settings.tls_cert else "plaintext"

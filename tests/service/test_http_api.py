@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -25,6 +27,7 @@ from atento.client import Client
 from atento.v1 import encoder_pb2 as pb
 from langchain_openai import OpenAIEmbeddings
 
+from tests.certs import Authority
 from tests.servers import ServerProcess, running_server
 from tests.test_readme import fenced_after
 
@@ -282,3 +285,21 @@ def test_readme_examples_run(server: ServerProcess) -> None:
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert answer["object"] == "list" and len(answer["data"]) == 2 and len(answer["data"][0]["embedding"]) == 384
+
+
+def test_with_tls_the_http_door_speaks_https_with_the_same_certificate(tiny_bundle: Path, tmp_path: Path) -> None:
+    authority = Authority(tmp_path, "ca")
+    issued = authority.issue("server", server=True)
+    flags = ("--http-port", "0", "--tls-cert", str(issued.cert), "--tls-key", str(issued.key))
+    with running_server(tiny_bundle, *flags, wait=False) as server:
+        server.wait_listening()
+        trusted = httpx.Client(verify=ssl.create_default_context(cafile=authority.issued.cert))
+        https = f"https://{server.host}:{server.http_port}"
+        client = openai.OpenAI(base_url=f"{https}/v1", api_key="unused", http_client=trusted, max_retries=0)
+        end = time.monotonic() + 60
+        while trusted.get(f"{https}/readyz").status_code != 200:
+            assert time.monotonic() < end
+            time.sleep(0.1)
+        assert len(client.embeddings.create(model="tiny", input=["over TLS"]).data[0].embedding) > 0
+        with pytest.raises(OSError):  # plaintext HTTP gets no answer (the connection is closed)
+            urllib.request.urlopen(f"{server.http_url}/healthz", timeout=5)
