@@ -3,6 +3,9 @@
 Health (grpc.health.v1): "" and "atento.v1.Encoder" say SERVING only once the model is loaded and
 warm, and NOT_SERVING from the first SIGTERM on. "liveness" says SERVING while the process can
 answer at all, draining included, so a liveness probe never kills a pod that is finishing its work.
+
+/metrics (http_metrics.py) and, with --http-port, the OpenAI-compatible door (http_api.py, whose
+/readyz and /healthz say the same as the health above) run on aiohttp on this same event loop.
 """
 
 from __future__ import annotations
