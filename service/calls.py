@@ -4,8 +4,9 @@ draining, and mapped from domain errors to gRPC statuses (through ``errors``) in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -31,6 +32,20 @@ class CallTracker:
         while self._active:
             self._idle.clear()
             await self._idle.wait()
+
+    @contextlib.contextmanager
+    def counted(self) -> Iterator[None]:
+        """One call of another front door (HTTP) in flight: refused while draining, waited for by drains."""
+        if self.draining:
+            self.refused_while_draining += 1
+            raise NotReady("the server is shutting down; retry on another replica")
+        self._active += 1
+        try:
+            yield
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
 
     async def observe(
         self,

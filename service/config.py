@@ -28,6 +28,13 @@ class Settings(BaseSettings):
     port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="gRPC port (0 picks a free one)")
     metrics_host: str = Field("127.0.0.1", description="address for the Prometheus /metrics endpoint")
     metrics_port: int = Field(DEFAULT_METRICS_PORT, ge=0, le=65535, description="Prometheus port (0 picks a free one)")
+    http_host: str = Field("127.0.0.1", description="address for the OpenAI-compatible HTTP API (with --http-port)")
+    http_port: int | None = Field(
+        None, ge=0, le=65535, description="port of the OpenAI-compatible HTTP API (/v1/embeddings); unset = off"
+    )
+    http_idle_timeout_s: float = Field(
+        15.0, gt=0, description="HTTP ports (API and metrics): close a connection with no complete request this long"
+    )
     verify_bundle: bool = Field(True, description="check every bundle file's sha256 at start")
 
     # ONNX Runtime.

@@ -15,8 +15,9 @@ lists them, and a client may branch on them.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 import grpc
@@ -108,9 +109,14 @@ class NotReady(AtentoError):
 
 
 class NotFound(AtentoError):
-    """A named thing the server does not have (a model name or version the Open Inference Protocol asks for)."""
+    """A named thing the server does not have: a model name or version (the Open Inference Protocol,
+    OpenAI's ``model``), or an HTTP path. ``code`` is OpenAI's error code, e.g. ``model_not_found``."""
 
     reason = "NOT_FOUND"
+
+    def __init__(self, message: str, code: str = "not_found") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class Unimplemented(AtentoError):
@@ -210,3 +216,58 @@ async def abort(context: grpc.aio.ServicerContext, status: Status) -> NoReturn:
     rich = rpc_status.to_status(status.rpc_status())  # the message and code, plus the details trailer
     await context.abort(rich.code, rich.details, trailing_metadata=(*status.trailing_metadata, *rich.trailing_metadata))
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+
+# --- HTTP (the OpenAI-compatible door): the same domain errors, as HTTP statuses -----------------
+
+
+class TooLarge(InvalidArgument):
+    """A request past a size limit (texts, characters, bytes): INVALID_ARGUMENT on gRPC, 413 over HTTP."""
+
+
+# HTTP status and OpenAI error type per domain error. Order matters: a subclass before its base.
+HTTP_STATUS_BY_ERROR: dict[type[AtentoError], tuple[int, str]] = {
+    TooLarge: (413, "invalid_request_error"),
+    InvalidArgument: (400, "invalid_request_error"),
+    FailedPrecondition: (400, "invalid_request_error"),
+    NotFound: (404, "invalid_request_error"),
+    Unauthenticated: (401, "authentication_error"),
+    Overloaded: (429, "rate_limit_error"),
+    NotReady: (503, "service_unavailable"),
+    DeadlineExceeded: (504, "timeout"),
+}
+
+
+@dataclass(frozen=True)
+class HttpError:
+    """What a refused HTTP request is answered with: OpenAI's error body, status and headers."""
+
+    status: int
+    type: str
+    message: str
+    grpc_code: grpc.StatusCode  # the same outcome's gRPC code: one `code` label in the metrics
+    param: str | None = None
+    code: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def body(self) -> dict[str, dict[str, str | None]]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def http_error_for(error: BaseException) -> HttpError:
+    """The HTTP answer to ``error``; anything unknown is 500, logged with its traceback, never sent."""
+    for kind, (status, error_type) in HTTP_STATUS_BY_ERROR.items():
+        if isinstance(error, kind):
+            grpc_code = next(c for k, c in STATUS_BY_ERROR.items() if isinstance(error, k))
+            message, param, code, headers = str(error), None, None, {}
+            if isinstance(error, InvalidArgument):
+                param = message.partition(": ")[0]  # InvalidArgument's message starts with its field
+            if isinstance(error, NotFound):
+                code = error.code
+            if isinstance(error, Overloaded):  # Retry-After is whole seconds; the ms header is exact
+                millis = dict(error.trailing_metadata())[RETRY_AFTER_KEY]
+                headers = {"Retry-After": str(max(1, math.ceil(error.retry_after_s))), RETRY_AFTER_KEY: millis}
+                code = "queue_full"
+            return HttpError(status, error_type, message, grpc_code, param, code, headers)
+    log.error("internal error", exc_info=error)
+    return HttpError(500, "server_error", "internal error (the server logged the details)", grpc.StatusCode.INTERNAL)

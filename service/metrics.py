@@ -1,4 +1,4 @@
-"""Prometheus metrics, prefixed `atento_`, in base units, served on their own HTTP port."""
+"""Prometheus metrics, prefixed `atento_`, in base units, served on their own HTTP port (http_metrics.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from prometheus_client import (
     Info,
     PlatformCollector,
     ProcessCollector,
-    start_http_server,
 )
 
 from .bundle import GraphRole
@@ -26,7 +25,10 @@ SIZE_BUCKETS = tuple(float(1 << i) for i in range(0, 11))  # 1 .. 1024 texts
 TOKEN_BUCKETS = tuple(float(1 << i) for i in range(2, 18))  # 4 .. 131072 tokens
 REJECTION_REASONS = ("queue_full", "unauthenticated_missing", "unauthenticated_wrong")
 DROP_REASONS = ("deadline", "cancelled")
-METHODS = method_names(pb.DESCRIPTOR.services_by_name["Encoder"])
+# The HTTP door's calls count beside the gRPC methods, named by protocol and path.
+HTTP_EMBEDDINGS = "http:/v1/embeddings"
+HTTP_MODELS = "http:/v1/models"
+METHODS = (*method_names(pb.DESCRIPTOR.services_by_name["Encoder"]), HTTP_EMBEDDINGS, HTTP_MODELS)
 
 
 class Metrics:
@@ -118,9 +120,3 @@ class Metrics:
             self.batch_size.labels(graph)
         for method in METHODS:
             self.in_flight.labels(method)
-
-    def serve(self, host: str, port: int) -> int:
-        """Start the /metrics HTTP endpoint in a background thread; returns the bound port."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        bound: int = server.server_port
-        return bound

@@ -14,7 +14,7 @@ from atento.v1 import encoder_pb2 as pb
 
 from .bundle import GraphRole, ModelSpec
 from .config import Settings
-from .errors import FailedPrecondition, InvalidArgument, Quota
+from .errors import FailedPrecondition, InvalidArgument, Quota, TooLarge
 from .rpc import Malformed
 from .tokenizer import Encoded
 
@@ -66,7 +66,7 @@ def check_texts(texts: Sequence[str], settings: Settings, prefix: str = "") -> N
     if not texts:
         raise InvalidArgument(f"{prefix}texts", "must hold at least one text", reason="NO_TEXTS")
     if len(texts) > settings.max_texts_per_request:
-        raise InvalidArgument(
+        raise TooLarge(
             f"{prefix}texts",
             f"{len(texts)} texts exceed the limit of {settings.max_texts_per_request} per request",
             reason="TOO_MANY_TEXTS",
@@ -76,7 +76,7 @@ def check_texts(texts: Sequence[str], settings: Settings, prefix: str = "") -> N
         if not text:
             raise InvalidArgument(f"{prefix}texts[{i}]", "must not be empty", reason="EMPTY_TEXT")
         if len(text) > settings.max_chars_per_text:
-            raise InvalidArgument(
+            raise TooLarge(
                 f"{prefix}texts[{i}]",
                 f"{len(text)} characters exceed the limit of {settings.max_chars_per_text}",
                 reason="TEXT_TOO_LONG",

@@ -3,6 +3,9 @@
 Health (grpc.health.v1): "" and "atento.v1.Encoder" say SERVING only once the model is loaded and
 warm, and NOT_SERVING from the first SIGTERM on. "liveness" says SERVING while the process can
 answer at all, draining included, so a liveness probe never kills a pod that is finishing its work.
+
+/metrics (http_metrics.py) and, with --http-port, the OpenAI-compatible door (http_api.py, whose
+/readyz and /healthz say the same as the health above) run on aiohttp on this same event loop.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import json
 import logging
 import signal
+import ssl
 from pathlib import Path
 
 import grpc
@@ -21,6 +25,9 @@ from .batcher import Batcher, BatchLimits
 from .bundle import Bundle, BundleError, read_bundle
 from .config import Settings
 from .engine import Engine
+from .http_api import OpenAIDoor
+from .http_metrics import metrics_site
+from .http_site import HttpLimits, HttpSite, tls_context
 from .kserve import INFERENCE_SERVICE, KServeServicer, kserve_handlers
 from .metrics import Metrics
 from .runtime import ProviderError, Runtime
@@ -84,6 +91,22 @@ def _bind(server: grpc.aio.Server, settings: Settings) -> int:
         ) from error
 
 
+def _http_tls(settings: Settings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    try:
+        return tls_context(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    except (OSError, ssl.SSLError) as error:
+        raise StartupError(f"cannot use TLS certificate {settings.tls_cert} for the HTTP API: {error}") from error
+
+
+async def _listen(site: HttpSite, what: str) -> int:
+    try:
+        return await site.start()
+    except OSError as error:
+        raise StartupError(f"cannot serve {what} on {site.host}:{site.port}: {error.strerror or error}") from error
+
+
 class AtentoServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -94,7 +117,15 @@ class AtentoServer:
         self.health = Health()
         self.stopping = asyncio.Event()
         self.port = self.metrics_port = 0
+        self.http_port: int | None = None
         self.server: grpc.aio.Server | None = None
+        idle = settings.http_idle_timeout_s
+        self.metrics_site = metrics_site(self.metrics.registry, settings.metrics_host, settings.metrics_port, idle)
+        self.http_site: HttpSite | None = None
+        if settings.http_port is not None:  # the OpenAI-compatible door, on the same event loop
+            limits = HttpLimits(idle_timeout_s=idle)
+            door = OpenAIDoor(settings, self.metrics, self.servicer.calls, self.servicer.ready, limits)
+            self.http_site = door.site()
         self._batcher: Batcher | None = None
 
     async def _set_health(self, status: int) -> None:
@@ -123,20 +154,21 @@ class AtentoServer:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self.port = _bind(server, settings)
-        try:
-            self.metrics_port = self.metrics.serve(settings.metrics_host, settings.metrics_port)
-        except OSError as error:
-            address = f"{settings.metrics_host}:{settings.metrics_port}"
-            raise StartupError(f"cannot serve metrics on {address}: {error.strerror or error}") from error
+        self.metrics_port = await _listen(self.metrics_site, "metrics")
+        if self.http_site is not None:
+            self.http_site.tls = _http_tls(settings)  # HTTPS with the gRPC port's certificate, when it has one
+            self.http_port = await _listen(self.http_site, "the HTTP API")
         await server.start()
         scheme = "tls" if settings.tls_cert else "plaintext"
+        http = f" http={settings.http_host}:{self.http_port}" if self.http_site is not None else ""
         log.info(
-            "listening grpc=%s:%d (%s) metrics=%s:%d",
+            "listening grpc=%s:%d (%s) metrics=%s:%d%s",
             settings.host,
             self.port,
             scheme,
             settings.metrics_host,
             self.metrics_port,
+            http,
         )
         await self._load(bundle, tokenizer)
 
@@ -197,9 +229,20 @@ class AtentoServer:
         log.info("drained: %d calls refused while draining", self.servicer.calls.refused_while_draining)
         if self.server is not None:
             await self.server.stop(1.0)  # health watches and reflection streams end here
+        if self.http_site is not None:
+            await self.http_site.stop()
         if self._batcher is not None:
             await self._batcher.close()
+        await self.metrics_site.stop()  # last: a scrape during the drain still sees it
         log.info("stopped")
+
+    async def close_listeners(self) -> None:
+        """After a failed start: free every port this server bound."""
+        if self.server is not None:
+            await self.server.stop(0)
+        for site in (self.http_site, self.metrics_site):
+            if site is not None:
+                await site.stop()
 
 
 async def serve(settings: Settings) -> int:
@@ -218,8 +261,7 @@ async def serve(settings: Settings) -> int:
             log.error("cannot start: %s", error)
         else:
             log.error("cannot start", exc_info=error)
-        if server.server is not None:
-            await server.server.stop(0)
+        await server.close_listeners()
         return 1
     await stopping
     if not starting.done():  # asked to stop while still loading

@@ -18,7 +18,9 @@ import grpc
 from atento.v1 import encoder_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-LISTENING = re.compile(r"listening grpc=(?P<host>\S+):(?P<port>\d+) \(\w+\) metrics=\S+:(?P<metrics>\d+)")
+LISTENING = re.compile(
+    r"listening grpc=(?P<host>\S+):(?P<port>\d+) \(\w+\) metrics=\S+:(?P<metrics>\d+)(?: http=\S+:(?P<http>\d+))?"
+)
 
 
 class ServerProcess:
@@ -44,6 +46,7 @@ class ServerProcess:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.port = self.metrics_port = 0
+        self.http_port: int | None = None  # set when the server was started with --http-port
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -64,6 +67,7 @@ class ServerProcess:
             for line in self.lines:
                 if match := LISTENING.search(line):
                     self.port, self.metrics_port = int(match["port"]), int(match["metrics"])
+                    self.http_port = int(match["http"]) if match["http"] else None
                     return
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode} before listening:\n{self.log}")
@@ -97,6 +101,12 @@ class ServerProcess:
 
     def stub(self) -> encoder_pb2_grpc.EncoderStub:
         return encoder_pb2_grpc.EncoderStub(self.channel())
+
+    @property
+    def http_url(self) -> str:
+        """The OpenAI-compatible door's base URL (the server must run with --http-port)."""
+        assert self.http_port is not None, "started without --http-port"
+        return f"http://{self.host}:{self.http_port}"
 
     def metrics(self) -> str:
         url = f"http://{self.host}:{self.metrics_port}/metrics"

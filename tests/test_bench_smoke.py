@@ -33,3 +33,22 @@ def test_quick_bench_writes_every_row(minilm_bundle: Path, tmp_path: Path) -> No
                    "all-layer attention", "int8 cosine", "int8 throughput", "share of matmul peak"):  # fmt: skip
         assert target in text, target
     assert "Padding waste" in text and "Peak RSS" in text and "matmul peak" in text
+
+
+def test_front_doors_bench_prints_both_doors(tiny_bundle: Path) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "tests.bench.front_doors",
+        "--bundle",
+        str(tiny_bundle),
+        "--calls",
+        "64",
+        "--max-chars",
+        "200",
+    ]
+    result = subprocess.run(
+        [*command, "--rounds", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| gRPC `Embed` |" in result.stdout and "| OpenAI HTTP `/v1/embeddings` |" in result.stdout

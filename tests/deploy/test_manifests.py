@@ -128,6 +128,9 @@ def test_ports_probes_and_grace_agree_with_the_server(overlay: str) -> None:
     pod = rendered["Deployment/atento"]["spec"]["template"]["spec"]
     container = pod["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    metrics_host = {e["name"]: e for e in container["env"]}["ATENTO_METRICS_HOST"]
+    assert metrics_host["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"  # never 0.0.0.0
+    assert "ATENTO_METRICS_HOST" not in config
     assert ports == {"grpc": defaults.port, "metrics": defaults.metrics_port}
     for probe in ("startupProbe", "readinessProbe"):
         assert container[probe]["grpc"] == {"port": defaults.port, "service": READINESS_SERVICES[0]}

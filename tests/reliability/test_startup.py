@@ -81,3 +81,15 @@ def test_unreadable_tls_files(which: str, tiny_bundle: Path, tmp_path: Path, rec
     line = one_error_line(ServerProcess(["--bundle", str(tiny_bundle), "--port", "0", "--metrics-port", "0", *flags]))
     assert str(files[which]) in line and "cannot read TLS" in line
     record(fault=f"unreadable {which}", exit="non-zero")
+
+
+@pytest.mark.parametrize(("flag", "what"), [("--metrics-port", "metrics"), ("--http-port", "the HTTP API")])
+def test_http_ports_in_use(flag: str, what: str, tiny_bundle: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = {"--metrics-port": "0", "--http-port": "0", flag: str(port)}
+        args = [arg for pair in ports.items() for arg in pair]
+        line = one_error_line(ServerProcess(["--bundle", str(tiny_bundle), "--port", "0", *args]))
+    assert f"cannot serve {what} on 127.0.0.1:{port}" in line
