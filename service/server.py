@@ -24,6 +24,7 @@ from .bundle import Bundle, BundleError, read_bundle
 from .config import Settings
 from .engine import Engine
 from .metrics import Metrics
+from .pooling import SentenceHead
 from .runtime import ProviderError, Runtime
 from .servicer import ENCODER_SERVICE, EncoderServicer, atento_version, rpc_handlers
 from .tokenizer import TextTokenizer
@@ -103,9 +104,10 @@ class AtentoServer:
         settings = self.settings
         try:
             bundle = read_bundle(settings.bundle, verify=settings.verify_bundle)
+            head = SentenceHead.from_bundle(bundle)  # the Dense weights: refused here, in one line, if unreadable
         except BundleError as error:
             raise StartupError(f"bundle {settings.bundle}: {error}") from error
-        tokenizer = TextTokenizer(bundle.tokenizer_file, bundle.model.max_positions)
+        tokenizer = TextTokenizer(bundle.tokenizer_file, bundle.model.max_tokens)
         interceptors = []
         if settings.auth_token is not None:
             token = settings.auth_token.get_secret_value()
@@ -137,9 +139,9 @@ class AtentoServer:
             settings.metrics_host,
             self.metrics_port,
         )
-        await self._load(bundle, tokenizer)
+        await self._load(bundle, tokenizer, head)
 
-    async def _load(self, bundle: Bundle, tokenizer: TextTokenizer) -> None:
+    async def _load(self, bundle: Bundle, tokenizer: TextTokenizer, head: SentenceHead) -> None:
         settings, loop = self.settings, asyncio.get_running_loop()
         try:
             runtime = await loop.run_in_executor(None, Runtime, bundle, settings)
@@ -162,7 +164,7 @@ class AtentoServer:
         )
         self._batcher = Batcher(runtime, limits, self.metrics)
         self._batcher.start()
-        self.servicer.engine = Engine(bundle, runtime, tokenizer, self._batcher, settings, self.metrics)
+        self.servicer.engine = Engine(bundle, runtime, tokenizer, self._batcher, settings, self.metrics, head)
         self.metrics.model.info(
             {
                 "model": bundle.model.name,
