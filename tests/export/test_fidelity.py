@@ -55,6 +55,9 @@ MODES = {
 }
 
 
+RIVER_WORDS = "the bench by the river was empty when the bank opened at nine and nobody came"
+
+
 class Served:
     """One exported directory: its server and the sentence-transformers reference."""
 
@@ -187,3 +190,29 @@ def test_prompt_tokens_are_marked_and_offsets_point_into_the_text(rich: Served) 
     assert [t.text for t in tokens] == ["[CLS]", "query", ":", "bench", "[SEP]"]
     assert [t.special for t in tokens] == [True, True, True, False, True]
     assert (tokens[3].start, tokens[3].end) == (0, 5)
+
+
+def test_minilm_cuts_at_its_max_seq_length_of_256(minilm_server: ServerProcess, minilm_bundle: Path) -> None:
+    """The issue's case: a 469-token text. Cut, it equals sentence-transformers; uncut, it is refused."""
+    from atento.export.sources import minilm_directory
+    from sentence_transformers import SentenceTransformer
+    from tokenizers import Tokenizer
+
+    words = RIVER_WORDS.split(" ")
+    text = " ".join(words[i % len(words)] for i in range(467))
+    assert len(Tokenizer.from_file(str(minilm_bundle / "tokenizer.json")).encode(text).ids) == 469
+    stub = minilm_server.stub()
+    response = stub.Embed(pb.EmbedRequest(texts=[text], truncation=pb.TRUNCATION_CUT, return_tokens=True), timeout=60)
+    result = response.results[0]
+    assert result.truncated and len(result.tokens) == 256
+    ours = np.frombuffer(result.embedding.data, "<f4")[None, :]
+    quiet_references()
+    reference = SentenceTransformer(str(minilm_directory()), device="cpu")
+    assert cosines(ours, reference.encode([text]))[0] >= 0.99999
+    reference.max_seq_length = 512  # what atento answered before: the whole text, a different vector
+    assert cosines(ours, reference.encode([text]))[0] < 0.99
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.Embed(pb.EmbedRequest(texts=[text]), timeout=60)
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "texts[0]: longer than the model's maximum of 256 tokens" in str(refused.value.details())
+    assert stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10).max_tokens == 256
