@@ -50,7 +50,6 @@ TRANSFORMER_DEFAULTS: dict[str, Any] = {
     "tokenizer_args": {},
     "config_args": {},
     "processing_kwargs": {},
-    "unpad_inputs": None,
     "query_length": None,
     "document_length": None,
     "query_expansion": None,
@@ -79,10 +78,6 @@ class SentenceSpec:
     normalize: bool = False
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
-
-    @property
-    def output_size(self) -> int | None:
-        return self.dense[-1].out_features if self.dense else None
 
 
 def _json(path: Path, required: bool = True) -> Any:
@@ -131,7 +126,8 @@ def transformer_settings(directory: Path, max_positions: int) -> tuple[int, bool
     """(max_seq_length, do_lower_case): sentence_bert_config.json first, then tokenizer_config.json."""
     path = directory / "sentence_bert_config.json"
     config = _json(path, required=False)
-    _only_known(config, {"max_seq_length", "do_lower_case", *TRANSFORMER_DEFAULTS}, path)
+    # unpad_inputs only changes how the batch is laid out for flash attention, not the vectors
+    _only_known(config, {"max_seq_length", "do_lower_case", "unpad_inputs", *TRANSFORMER_DEFAULTS}, path)
     for key, expected in TRANSFORMER_DEFAULTS.items():
         if key in config and config[key] != expected and not (expected == {} and not config[key]):
             raise _refuse(path, key, f"{config[key]!r} is not supported (atento honours {expected!r})")
