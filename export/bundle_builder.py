@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 from atento.service.bundle import Bundle, GraphRole, Precision, read_bundle, sha256_file, write_manifest
 
@@ -25,8 +26,9 @@ from .onnx_export import ATTENTION_OP, ExportedGraph, export_graph
 from .parity import ParityRun
 from .provider_capabilities import runs_on
 from .quantize import int8_agreement, quantize_file
+from .sentence_transformers import SentenceSpec, read_sentence_spec
 from .sentences import parity_sentences
-from .sources import model_pooling, resolve_model
+from .sources import resolve_model
 from .tolerances import TOLERANCES, check_tolerances
 
 Reporter = Callable[[str], None]
@@ -54,11 +56,29 @@ def _version(package: str) -> str | None:
         return None
 
 
-def write_tokenizer(checkpoint: Checkpoint, path: Path) -> None:
-    """Copy tokenizer.json without its padding and truncation settings: the service applies its own."""
+def write_tokenizer(checkpoint: Checkpoint, path: Path, lowercase: bool = False) -> None:
+    """Copy tokenizer.json without its padding and truncation settings: the service applies its own.
+
+    ``lowercase`` (the directory's do_lower_case) puts a Lowercase normaliser first, unless one is
+    there already: what sentence-transformers does to the tokenizer, so offsets stay exact.
+    """
     spec = json.loads(checkpoint.tokenizer_file.read_text(encoding="utf-8"))
     spec["padding"] = None
     spec["truncation"] = None
+    normalizer = spec.get("normalizer")
+    present = normalizer is not None and (
+        normalizer.get("type") == "Lowercase"
+        or any(n.get("type") == "Lowercase" for n in normalizer.get("normalizers") or [])
+    )
+    if lowercase and not present:
+        rest = (
+            []
+            if normalizer is None
+            else normalizer["normalizers"]
+            if normalizer.get("type") == "Sequence"
+            else [normalizer]
+        )
+        spec["normalizer"] = {"type": "Sequence", "normalizers": [{"type": "Lowercase"}, *rest]}
     path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
 
 
@@ -68,6 +88,45 @@ def providers_entry(path: Path) -> dict[str, Any]:
     return {
         "providers": [provider for provider, found in problems.items() if not found],
         "provider_problems": {provider: found for provider, found in problems.items() if found},
+    }
+
+
+def model_section(checkpoint: Checkpoint, spec: SentenceSpec, staging: Path) -> dict[str, Any]:
+    """The manifest's model section; each Dense module's weights go beside it as .npy files."""
+    config = checkpoint.config
+    dense = []
+    for i, module in enumerate(spec.dense):
+        entry: dict[str, Any] = {
+            "in_features": module.in_features,
+            "out_features": module.out_features,
+            "activation": module.activation,
+        }
+        for part, array in (("weight", module.weight), ("bias", module.bias)):
+            entry[part] = None
+            if array is not None:
+                np.save(staging / f"dense_{i}_{part}.npy", array.astype(np.float32), allow_pickle=False)
+                entry[part] = {
+                    "file": f"dense_{i}_{part}.npy",
+                    "sha256": sha256_file(staging / f"dense_{i}_{part}.npy"),
+                }
+        dense.append(entry)
+    return {
+        "name": config.name,
+        "hidden_size": config.hidden_size,
+        "num_layers": config.num_layers,
+        "num_heads": config.num_heads,
+        "intermediate_size": config.intermediate_size,
+        "max_positions": config.max_positions,
+        "max_seq_length": spec.max_seq_length,
+        "vocab_size": config.vocab_size,
+        "type_vocab_size": config.type_vocab_size,
+        "pooling": spec.pooling,
+        "include_prompt": spec.include_prompt,
+        "dense": dense,
+        "normalize": spec.normalize,
+        "prompts": spec.prompts,
+        "default_prompt_name": spec.default_prompt_name,
+        "do_lower_case": spec.do_lower_case,
     }
 
 
@@ -157,13 +216,16 @@ def build_bundle(
         staging.mkdir()
         with progress.step(f"loading checkpoint {model}"):
             checkpoint, source = resolve_model(model, scratch)
+            spec = read_sentence_spec(
+                checkpoint.directory, checkpoint.config.hidden_size, checkpoint.config.max_positions
+            )
             encoder = load_encoder(checkpoint)
         with progress.step("exporting the fast graph, encoder.onnx (fused Attention, no attention maps)"):
             fast = export_graph(encoder, staging / "encoder.onnx", GraphRole.FAST, dtype)
         with progress.step("exporting the attention-maps graph, encoder_attn.onnx"):
             maps = export_graph(encoder, staging / "encoder_attn.onnx", GraphRole.ATTENTION_MAPS, dtype)
         with progress.step("writing tokenizer.json"):
-            write_tokenizer(checkpoint, staging / "tokenizer.json")
+            write_tokenizer(checkpoint, staging / "tokenizer.json", spec.do_lower_case)
         with progress.step("measuring parity against transformers, sentence-transformers and ONNX Runtime"):
             texts = parity_sentences()
             run = ParityRun(checkpoint, encoder, texts)
@@ -173,7 +235,7 @@ def build_bundle(
                 "min_tokens_seen": run.min_tokens,
                 "max_tokens_seen": run.max_tokens,
                 "torch_vs_transformers": run.against_transformers(),
-                "torch_vs_sentence_transformers": run.against_sentence_transformers(),
+                "torch_vs_sentence_transformers": run.against_sentence_transformers(spec, staging / "tokenizer.json"),
             }
             against = run.fp16_against_fp32 if precision is Precision.FP16 else run.onnx_against_torch
             parity["fp16_vs_fp32" if precision is Precision.FP16 else "onnx_vs_torch"] = {
@@ -186,21 +248,8 @@ def build_bundle(
                 check_tolerances(parity)
         parity["tolerances"] = TOLERANCES
         with progress.step(f"writing manifest and moving the bundle to {out}"):
-            config = checkpoint.config
-            pooling, normalize = model_pooling(checkpoint)
             manifest = {
-                "model": {
-                    "name": config.name,
-                    "hidden_size": config.hidden_size,
-                    "num_layers": config.num_layers,
-                    "num_heads": config.num_heads,
-                    "intermediate_size": config.intermediate_size,
-                    "max_positions": config.max_positions,
-                    "vocab_size": config.vocab_size,
-                    "type_vocab_size": config.type_vocab_size,
-                    "pooling": pooling,
-                    "normalize": normalize,
-                },
+                "model": model_section(checkpoint, spec, staging),
                 "graphs": {graph.role.value: graph_entry(graph, precision) for graph in (fast, maps)},
                 "tokenizer": {"file": "tokenizer.json", "sha256": sha256_file(staging / "tokenizer.json")},
                 "parity": parity,

@@ -17,11 +17,12 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from atento.service.packing import pad_batch
-from atento.service.pooling import l2_normalize, pool
-from atento.service.tokenizer import TextTokenizer
+from atento.service.pooling import DenseLayer, SentenceHead, l2_normalize
+from atento.service.tokenizer import Encoded, TextTokenizer
 
 from .checkpoint import Checkpoint
 from .model import Encoder
+from .sentence_transformers import SentenceSpec
 from .sentences import parity_batches
 
 
@@ -97,18 +98,38 @@ class ParityRun:
             attention = max(attention, attention_delta(theirs, our_attention, batch.real))
         return {"hidden_max_abs": hidden, "attention_max_abs": attention}
 
-    def against_sentence_transformers(self) -> dict[str, float]:
+    def against_sentence_transformers(self, spec: SentenceSpec, tokenizer_file: Path) -> dict[str, float]:
+        """The directory's whole pipeline on both sides, at its own max_seq_length, default prompt included.
+
+        Ours: the bundle's tokenizer.json, our encoder, then the service's own numpy modules
+        (service.pooling), so the figure covers what the server computes after the graph.
+        """
         quiet_references()
         from sentence_transformers import SentenceTransformer
 
         reference = SentenceTransformer(str(self.checkpoint.directory), device="cpu")
-        reference.max_seq_length = self.checkpoint.config.max_positions  # compare at the model's maximum
-        theirs = reference.encode(self.texts, batch_size=16, normalize_embeddings=True, convert_to_numpy=True)
-        ours = np.zeros_like(theirs)
-        for batch, (our_hidden, _) in zip(self.batches, self._ours, strict=True):
-            ours[batch.indices] = l2_normalize(pool(our_hidden, batch.inputs["attention_mask"], "mean"))
-        cosines = np.sum(ours * l2_normalize(theirs), axis=1)
+        theirs = reference.encode(self.texts, batch_size=16, convert_to_numpy=True)
+        prompt = spec.prompts.get(spec.default_prompt_name or "", "")
+        ours = self.sentence_embeddings(
+            spec, TextTokenizer(tokenizer_file, spec.max_seq_length).encode_batch(self.texts, prompt)
+        )
+        cosines = np.sum(l2_normalize(ours) * l2_normalize(theirs), axis=1)
         return {"min_cosine": float(cosines.min()), "mean_cosine": float(cosines.mean())}
+
+    def sentence_embeddings(self, spec: SentenceSpec, encoded: Sequence[Encoded]) -> np.ndarray:
+        """Our encoder + the service's pooling, Dense and Normalize: (texts, output size) float32."""
+        head = SentenceHead(
+            spec.pooling, spec.include_prompt, tuple(DenseLayer(d.weight, d.bias, d.activation) for d in spec.dense)
+        )
+        vectors: list[np.ndarray] = [np.empty(0)] * len(encoded)
+        for indices in parity_batches(encoded):
+            inputs = pad_batch([encoded[i] for i in indices])
+            with torch.no_grad():
+                hidden, _ = self.encoder(*[torch.from_numpy(inputs[name]) for name in self.names])
+            for row, i in enumerate(indices):
+                states = hidden[row, : len(encoded[i])].numpy()  # (tokens, D): the text's real tokens
+                vectors[i] = head.embed(states, prompt_tokens=encoded[i].prompt_tokens, normalize=spec.normalize)
+        return np.stack(vectors)
 
     def onnx_outputs(self, graph: Path) -> Iterator[tuple[Batch, list[np.ndarray], tuple[np.ndarray, np.ndarray]]]:
         options = ort.SessionOptions()

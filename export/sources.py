@@ -79,17 +79,3 @@ def write_tiny_checkpoint(directory: Path, seed: int = 0) -> Checkpoint:
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
         shutil.copy(source / name, directory / name)
     return open_checkpoint(directory, "tiny")
-
-
-def model_pooling(checkpoint: Checkpoint) -> tuple[str, bool]:
-    """The pooling and normalisation a sentence-transformers directory declares; mean, off otherwise."""
-    pooling, normalize = "mean", False
-    pooling_config = checkpoint.directory / "1_Pooling" / "config.json"
-    if pooling_config.is_file():
-        modes = json.loads(pooling_config.read_text())
-        if modes.get("pooling_mode_cls_token"):
-            pooling = "cls"
-    modules = checkpoint.directory / "modules.json"
-    if modules.is_file():
-        normalize = any(str(m.get("type", "")).endswith("Normalize") for m in json.loads(modules.read_text()))
-    return pooling, normalize

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the model section records the sentence-transformers modules (v1 bundles: re-export)
 MANIFEST = "manifest.json"
 
 
@@ -46,16 +46,52 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+# The pooling modes of sentence-transformers' Pooling module, and the activations of its Dense module.
+POOLINGS = ("cls", "mean", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+ACTIVATIONS = ("identity", "tanh", "relu", "sigmoid", "silu", "gelu")
+
+
+@dataclass(frozen=True)
+class DenseSpec:
+    """A sentence-transformers Dense module: activation(weight @ x + bias), weights as .npy files."""
+
+    in_features: int
+    out_features: int
+    activation: str  # one of ACTIVATIONS
+    weight_file: str  # (out_features, in_features) float32
+    bias_file: str | None  # (out_features,) float32, or None for a Dense without bias
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
     hidden_size: int
     num_layers: int
     num_heads: int
-    max_positions: int
+    max_positions: int  # the position table: an upper bound only
     vocab_size: int
-    pooling: str  # the model's own pooling: "mean" or "cls"
-    normalize: bool  # whether the model's pooled output is meant to be L2-normalised
+    pooling: str  # the model's own pooling, one of POOLINGS
+    normalize: bool  # whether the model ends in a Normalize module
+    max_seq_length: int | None = None  # the directory's token limit; None: max_positions
+    include_prompt: bool = True  # False: prompt tokens are left out of the pooling
+    dense: tuple[DenseSpec, ...] = ()  # Dense modules after the pooling, in order
+    prompts: tuple[tuple[str, str], ...] = ()  # (name, text) from config_sentence_transformers.json
+    default_prompt_name: str | None = None
+    do_lower_case: bool = False  # applied by the bundle's tokenizer.json (a Lowercase normaliser)
+
+    @property
+    def max_tokens(self) -> int:
+        """The model's token limit, special tokens and prompt included."""
+        return self.max_seq_length or self.max_positions
+
+    @property
+    def output_size(self) -> int:
+        """The size of the pooled embedding: the last Dense module's, or the hidden size."""
+        return self.dense[-1].out_features if self.dense else self.hidden_size
+
+    @property
+    def prompt_texts(self) -> dict[str, str]:
+        return dict(self.prompts)
 
 
 @dataclass(frozen=True)
@@ -122,6 +158,69 @@ def _check_file(directory: Path, name: str, expected_sha256: str, verify: bool) 
     return path
 
 
+def read_dense(raw: Any, where: str, directory: Path, verify: bool) -> DenseSpec:
+    if not isinstance(raw, dict):
+        raise BundleError(f"{where} must be an object")
+    weight = _field(raw, "weight", dict, where)
+    bias = raw.get("bias")
+    if bias is not None and not isinstance(bias, dict):
+        raise BundleError(f"{where}.bias must be an object or null")
+    spec = DenseSpec(
+        in_features=_field(raw, "in_features", int, where),
+        out_features=_field(raw, "out_features", int, where),
+        activation=_field(raw, "activation", str, where),
+        weight_file=_field(weight, "file", str, f"{where}.weight"),
+        bias_file=None if bias is None else _field(bias, "file", str, f"{where}.bias"),
+    )
+    if spec.activation not in ACTIVATIONS:
+        raise BundleError(f"{where}.activation {spec.activation!r} is not one of {', '.join(ACTIVATIONS)}")
+    _check_file(directory, spec.weight_file, _field(weight, "sha256", str, f"{where}.weight"), verify)
+    if bias is not None and spec.bias_file is not None:
+        _check_file(directory, spec.bias_file, _field(bias, "sha256", str, f"{where}.bias"), verify)
+    return spec
+
+
+def read_model(raw: dict[str, Any], directory: Path, verify: bool) -> ModelSpec:
+    """The manifest's model section: the encoder's shape and the sentence-transformers modules around it."""
+    prompts = _field(raw, "prompts", dict, "model")
+    if not all(isinstance(text, str) for text in prompts.values()):
+        raise BundleError("model.prompts must map names to strings")
+    default_prompt = raw.get("default_prompt_name")
+    if default_prompt is not None and default_prompt not in prompts:
+        raise BundleError(f"model.default_prompt_name {default_prompt!r} is not one of model.prompts")
+    model = ModelSpec(
+        name=_field(raw, "name", str, "model"),
+        hidden_size=_field(raw, "hidden_size", int, "model"),
+        num_layers=_field(raw, "num_layers", int, "model"),
+        num_heads=_field(raw, "num_heads", int, "model"),
+        max_positions=_field(raw, "max_positions", int, "model"),
+        vocab_size=_field(raw, "vocab_size", int, "model"),
+        pooling=_field(raw, "pooling", str, "model"),
+        normalize=_field(raw, "normalize", bool, "model"),
+        max_seq_length=_field(raw, "max_seq_length", int, "model"),
+        include_prompt=_field(raw, "include_prompt", bool, "model"),
+        dense=tuple(
+            read_dense(item, f"model.dense[{i}]", directory, verify)
+            for i, item in enumerate(_field(raw, "dense", list, "model"))
+        ),
+        prompts=tuple(prompts.items()),
+        default_prompt_name=default_prompt,
+        do_lower_case=_field(raw, "do_lower_case", bool, "model"),
+    )
+    if model.pooling not in POOLINGS:
+        raise BundleError(f"model.pooling {model.pooling!r} is not one of {', '.join(POOLINGS)}")
+    if not 0 < model.max_tokens <= model.max_positions:
+        raise BundleError(f"model.max_seq_length {model.max_seq_length} is not in [1, {model.max_positions}]")
+    size = model.hidden_size
+    for i, dense in enumerate(model.dense):
+        if dense.in_features != size:
+            raise BundleError(
+                f"model.dense[{i}].in_features {dense.in_features} does not match the size {size} before it"
+            )
+        size = dense.out_features
+    return model
+
+
 def read_bundle(directory: Path | str, *, verify: bool = True) -> Bundle:
     """Read and validate a bundle; with ``verify`` every file's sha256 is checked too."""
     directory = Path(directory)
@@ -136,24 +235,17 @@ def read_bundle(directory: Path | str, *, verify: bool = True) -> Bundle:
     if not isinstance(manifest, dict):
         raise BundleError(f"{manifest_path} must hold a JSON object")
     version = manifest.get("format_version")
+    if version == 1:
+        raise BundleError(
+            f"{manifest_path}: format_version 1 bundles do not record the model's max_seq_length, pooling "
+            "modules or prompts: re-export it with this atento (atento export --model ... --out ...)"
+        )
     if version != FORMAT_VERSION:
         raise BundleError(
             f"{manifest_path}: unknown manifest format_version {version!r} (this atento reads {FORMAT_VERSION})"
         )
 
-    model_raw = _field(manifest, "model", dict, "manifest")
-    model = ModelSpec(
-        name=_field(model_raw, "name", str, "model"),
-        hidden_size=_field(model_raw, "hidden_size", int, "model"),
-        num_layers=_field(model_raw, "num_layers", int, "model"),
-        num_heads=_field(model_raw, "num_heads", int, "model"),
-        max_positions=_field(model_raw, "max_positions", int, "model"),
-        vocab_size=_field(model_raw, "vocab_size", int, "model"),
-        pooling=_field(model_raw, "pooling", str, "model"),
-        normalize=_field(model_raw, "normalize", bool, "model"),
-    )
-    if model.pooling not in ("mean", "cls"):
-        raise BundleError(f"model.pooling {model.pooling!r} is not 'mean' or 'cls'")
+    model = read_model(_field(manifest, "model", dict, "manifest"), directory, verify)
 
     graphs: dict[GraphRole, GraphSpec] = {}
     for key, graph_raw in _field(manifest, "graphs", dict, "manifest").items():

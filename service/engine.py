@@ -14,11 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
+
 from . import requests
 from .batcher import Batcher, ItemOutput
 from .bundle import Bundle
 from .config import Settings
 from .metrics import Metrics
+from .pooling import SentenceHead
 from .requests import EmbedOptions
 from .runtime import Runtime
 from .tokenizer import Encoded, TextTokenizer
@@ -36,6 +39,7 @@ class Embedded:
     encoded: list[Encoded]
     outputs: list[ItemOutput]
     tokenize_s: float
+    embeddings: list[np.ndarray] | None = None  # (size,) float32 each: the sentence embeddings, when pooled
 
 
 class Engine:
@@ -49,21 +53,23 @@ class Engine:
         batcher: Batcher,
         settings: Settings,
         metrics: Metrics,
+        head: SentenceHead | None = None,
     ) -> None:
         self.bundle, self.runtime, self.tokenizer, self.batcher = bundle, runtime, tokenizer, batcher
         self.settings, self.metrics = settings, metrics
+        self.head = head or SentenceHead.from_bundle(bundle)  # pooling, Dense, Normalize: after the graph
         self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="atento-cpu")
 
     async def in_thread(self, function: Callable[..., T], *args: Any) -> T:
         """CPU work that would stall the event loop: tokenising long texts, building large responses."""
         return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
 
-    async def tokenize(self, texts: Sequence[str]) -> tuple[list[Encoded], float]:
+    async def tokenize(self, texts: Sequence[str], prompt: str = "") -> tuple[list[Encoded], float]:
         start = time.perf_counter()
-        if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS:
-            encoded = self.tokenizer.encode_each(texts)  # tens of microseconds: less than a thread hop
+        if sum(len(text) + len(prompt) for text in texts) <= INLINE_TOKENIZE_CHARS:
+            encoded = self.tokenizer.encode_each(texts, prompt)  # tens of microseconds: less than a thread hop
         else:
-            encoded = await self.in_thread(self.tokenizer.encode_batch, texts)
+            encoded = await self.in_thread(self.tokenizer.encode_batch, texts, prompt)
         elapsed = time.perf_counter() - start
         self.metrics.tokenize_duration.observe(elapsed)
         return encoded, elapsed
@@ -76,7 +82,7 @@ class Engine:
         ``deadline`` is a ``time.perf_counter()`` value (None: none); ``prefix`` goes in front of
         the field names of refusals (``requests[3].``). Cancelled, it drops what is still queued.
         """
-        encoded, tokenize_s = await self.tokenize(texts)
+        encoded, tokenize_s = await self.tokenize(texts, options.prompt)
         requests.check_lengths(encoded, options.cut, self.tokenizer.max_tokens, prefix)
         requests.check_response_size(encoded, options, self.bundle.model, self.settings.max_send_message_bytes)
         items = self.batcher.submit(encoded, graph=options.graph, deadline=deadline)
@@ -85,4 +91,21 @@ class Engine:
         finally:
             for item in items:  # on failure or cancellation, nothing else of this call is worth computing
                 item.future.cancel()
-        return Embedded(encoded, outputs, tokenize_s)
+        return Embedded(encoded, outputs, tokenize_s, self.sentence_embeddings(encoded, outputs, options))
+
+    def sentence_embeddings(
+        self, encoded: Sequence[Encoded], outputs: Sequence[ItemOutput], options: EmbedOptions
+    ) -> list[np.ndarray] | None:
+        """Each text's embedding as its sentence-transformers modules make it (tens of microseconds a text)."""
+        if options.pooling is None:
+            return None
+        return [
+            self.head.embed(
+                output.hidden,
+                pooling=options.pooling,
+                prompt_tokens=item.prompt_tokens,
+                normalize=options.normalize,
+                dimensions=options.dimensions,
+            )
+            for item, output in zip(encoded, outputs, strict=True)
+        ]

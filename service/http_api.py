@@ -141,15 +141,15 @@ class OpenAIDoor:
             engine = self.ready()  # 503 while loading, before reading the body
             model = engine.bundle.model
             parsed = openai_requests.parse_embeddings(await self._json_body(request, engine), model, self.settings)
-            options = openai_requests.embed_options(model)
+            options = openai_requests.embed_options(model, parsed.dimensions)
             done = await engine.embed(parsed.texts, options, deadline=None)
             start = time.perf_counter()
 
             def build() -> str:
-                matrix = openai_requests.vectors(done.outputs, options, parsed.dimensions)
+                matrix = openai_requests.vectors(done.embeddings)
                 return _dumps(openai_requests.embeddings_response(model.name, done.encoded, matrix, parsed.base64))
 
-            large = len(parsed.texts) * (parsed.dimensions or model.hidden_size) > LARGE_RESPONSE_VALUES
+            large = len(parsed.texts) * (parsed.dimensions or model.output_size) > LARGE_RESPONSE_VALUES
             text = await engine.in_thread(build) if large else build()
             self.metrics.serialize_duration.observe(time.perf_counter() - start)
             return text

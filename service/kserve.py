@@ -133,7 +133,7 @@ class KServeServicer:
                 "send texts of similar length, ask for fewer layers or heads, or output_datatype FP16",
             )
         start = time.perf_counter()
-        build = functools.partial(tensors.output_tensors, outputs, done.encoded, done.outputs, options)
+        build = functools.partial(tensors.output_tensors, outputs, done.encoded, done.outputs, options, done.embeddings)
         values = sum(len(e) for e in done.encoded) * model.hidden_size
         large = options.token_embeddings or options.attention_selection is not None
         built = await engine.in_thread(build) if large and values > LARGE_OUTPUT_VALUES else build()

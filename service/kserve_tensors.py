@@ -22,7 +22,7 @@ from .bundle import ModelSpec
 from .config import Settings
 from .errors import FailedPrecondition, InvalidArgument
 from .requests import AttentionSelection, EmbedOptions, indices
-from .responses import NUMPY_DTYPE, pooled, selected_maps
+from .responses import NUMPY_DTYPE, selected_maps
 from .tokenizer import Encoded
 
 INPUT = "text"
@@ -219,14 +219,20 @@ def _padded(arrays: Sequence[np.ndarray], width: int) -> np.ndarray:
 
 
 def output_tensors(
-    outputs: Sequence[str], encoded: Sequence[Encoded], computed: Sequence[ItemOutput], options: EmbedOptions
+    outputs: Sequence[str],
+    encoded: Sequence[Encoded],
+    computed: Sequence[ItemOutput],
+    options: EmbedOptions,
+    embeddings: Sequence[np.ndarray] | None,
 ) -> list[OutputTensor]:
-    """The returned outputs as arrays in the wire datatype; per-token ones padded to the longest text."""
+    """The returned outputs as arrays in the wire datatype; per-token ones padded to the longest text.
+    ``embeddings``: the sentence embeddings the engine made (pooling, Dense, Normalize), as gRPC sends them."""
     dtype, width = NUMPY_DTYPE[options.dtype], max(len(e) for e in encoded)
     tensors = []
     for name in outputs:
         if name == EMBEDDING:
-            array = np.stack([pooled(output, options) for output in computed])  # (N, D)
+            assert embeddings is not None, "the embedding output is asked for only with a pooling"
+            array = np.stack(embeddings)  # (N, D)
         elif name == TOKEN_EMBEDDINGS:
             array = _padded([output.hidden for output in computed], width)  # (N, S, D)
         elif name == ATTENTION:

@@ -15,11 +15,9 @@ from typing import Any
 import numpy as np
 from atento.v1 import encoder_pb2 as pb
 
-from .batcher import ItemOutput
 from .bundle import ModelSpec
 from .config import Settings
 from .errors import InvalidArgument, NotFound
-from .pooling import l2_normalize, pool_text
 from .requests import EmbedOptions, check_texts
 from .tokenizer import Encoded
 
@@ -71,14 +69,15 @@ def parse_embeddings(body: Any, model: ModelSpec, settings: Settings) -> Embeddi
         raise InvalidArgument("encoding_format", f"must be one of {', '.join(ENCODING_FORMATS)}, not {encoding!r}")
     dimensions = body.get("dimensions")
     if dimensions is not None and (
-        not isinstance(dimensions, int) or isinstance(dimensions, bool) or not 1 <= dimensions <= model.hidden_size
+        not isinstance(dimensions, int) or isinstance(dimensions, bool) or not 1 <= dimensions <= model.output_size
     ):
-        raise InvalidArgument("dimensions", f"must be a whole number from 1 to {model.hidden_size}, not {dimensions!r}")
+        raise InvalidArgument("dimensions", f"must be a whole number from 1 to {model.output_size}, not {dimensions!r}")
     return EmbeddingsRequest(texts, encoding == "base64", dimensions)
 
 
-def embed_options(model: ModelSpec) -> EmbedOptions:
-    """The model's own pooling and normalisation, pooled vectors only, float32; over-long texts refused."""
+def embed_options(model: ModelSpec, dimensions: int | None) -> EmbedOptions:
+    """The model's own pooling, modules, normalisation and default prompt (as sentence-transformers'
+    ``encode`` applies them), pooled vectors only, float32; over-long texts refused."""
     return EmbedOptions(
         pooling=model.pooling,
         normalize=model.normalize,
@@ -87,17 +86,15 @@ def embed_options(model: ModelSpec) -> EmbedOptions:
         dtype=pb.DTYPE_FLOAT32,
         cut=False,
         tokens=False,
+        prompt=model.prompt_texts.get(model.default_prompt_name or "", ""),
+        dimensions=dimensions,
     )
 
 
-def vectors(outputs: Sequence[ItemOutput], options: EmbedOptions, dimensions: int | None) -> np.ndarray:
-    """(texts, dimensions) float32: each text pooled as the gRPC response pools it, then cut to ``dimensions``."""
-    assert options.pooling is not None
-    pooled = np.stack([pool_text(o.hidden, options.pooling, options.normalize) for o in outputs])  # (N, D)
-    if dimensions is None or dimensions == pooled.shape[1]:
-        return pooled
-    cut = pooled[:, :dimensions]  # (N, dimensions): Matryoshka keeps the leading dimensions
-    return l2_normalize(cut) if options.normalize else np.ascontiguousarray(cut)
+def vectors(embeddings: Sequence[np.ndarray] | None) -> np.ndarray:
+    """(texts, dimensions) float32: the sentence embeddings the engine made, as the gRPC response has them."""
+    assert embeddings is not None, "the OpenAI door always pools"
+    return np.stack(embeddings)
 
 
 def embeddings_response(model: str, encoded: Sequence[Encoded], matrix: np.ndarray, as_base64: bool) -> dict[str, Any]:

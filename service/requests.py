@@ -20,7 +20,15 @@ from .tokenizer import Encoded
 
 # Proto enums arrive as plain ints, unknown values included: these tables say which are known.
 T = TypeVar("T")
-POOLING: dict[int, str | None] = {pb.POOLING_MEAN: "mean", pb.POOLING_CLS: "cls", pb.POOLING_NONE: None}
+POOLING: dict[int, str | None] = {
+    pb.POOLING_MEAN: "mean",
+    pb.POOLING_CLS: "cls",
+    pb.POOLING_NONE: None,
+    pb.POOLING_MAX: "max",
+    pb.POOLING_MEAN_SQRT_LEN: "mean_sqrt_len_tokens",
+    pb.POOLING_WEIGHTED_MEAN: "weightedmean",
+    pb.POOLING_LAST_TOKEN: "lasttoken",
+}
 DTYPES: dict[int, pb.DType] = {
     pb.DTYPE_UNSPECIFIED: pb.DTYPE_FLOAT32,
     pb.DTYPE_FLOAT32: pb.DTYPE_FLOAT32,
@@ -55,6 +63,8 @@ class EmbedOptions:
     dtype: pb.DType  # DTYPE_FLOAT32 or DTYPE_FLOAT16
     cut: bool  # truncate over-long texts instead of refusing them
     tokens: bool  # send tokens with offsets
+    prompt: str = ""  # put in front of every text (the request's, or the model's default prompt)
+    dimensions: int | None = None  # Matryoshka: keep the first N dimensions of the embedding
 
     @property
     def graph(self) -> GraphRole:
@@ -109,6 +119,33 @@ def indices(values: Sequence[int], count: int, field: str, what: str) -> tuple[i
     return tuple(values)
 
 
+def prompt_text(request: pb.EmbedRequest, model: ModelSpec, max_chars: int, prefix: str = "") -> str:
+    """The prompt sentence-transformers would apply: the text given, the one named, or the model's default."""
+    if request.HasField("prompt"):
+        if len(request.prompt) > max_chars:
+            raise InvalidArgument(
+                f"{prefix}prompt", f"{len(request.prompt)} characters exceed the limit of {max_chars}"
+            )
+        return request.prompt
+    prompts = model.prompt_texts
+    if request.prompt_name:
+        if request.prompt_name not in prompts:
+            known = ", ".join(repr(name) for name in prompts) or "none"
+            raise InvalidArgument(
+                f"{prefix}prompt_name", f"{request.prompt_name!r} is not a prompt of this model (it knows: {known})"
+            )
+        return prompts[request.prompt_name]
+    return prompts.get(model.default_prompt_name or "", "")
+
+
+def check_dimensions(value: int, model: ModelSpec, field: str) -> int | None:
+    if value == 0:
+        return None
+    if not 1 <= value <= model.output_size:
+        raise InvalidArgument(field, f"{value} is out of range [1, {model.output_size}] (0 keeps every dimension)")
+    return value
+
+
 def embed_options(
     request: pb.EmbedRequest, model: ModelSpec, settings: Settings, maps_available: bool, prefix: str = ""
 ) -> EmbedOptions:
@@ -146,6 +183,8 @@ def embed_options(
         dtype=DTYPES[request.output_dtype],
         cut=cut,
         tokens=request.return_tokens or request.token_embeddings or selection is not None,
+        prompt=prompt_text(request, model, settings.max_chars_per_text, prefix),
+        dimensions=check_dimensions(request.dimensions, model, f"{prefix}dimensions"),
     )
 
 
@@ -168,7 +207,7 @@ def check_response_size(encoded: Sequence[Encoded], options: EmbedOptions, model
     total = 0
     for item in encoded:
         n = len(item)
-        total += model.hidden_size * per_value * (1 + (n if options.token_embeddings else 0))
+        total += (model.output_size + (model.hidden_size * n if options.token_embeddings else 0)) * per_value
         if (selection := options.attention_selection) is not None:
             heads = 1 if selection.average_heads else len(selection.heads)
             total += len(selection.layers) * heads * n * n * per_value

@@ -8,7 +8,6 @@ import numpy as np
 from atento.v1 import encoder_pb2 as pb
 
 from .batcher import ItemOutput
-from .pooling import pool_text
 from .requests import AttentionSelection, EmbedOptions
 from .tokenizer import Encoded
 
@@ -31,12 +30,6 @@ def tokens(encoded: Encoded) -> list[pb.Token]:
     ]
 
 
-def pooled(output: ItemOutput, options: EmbedOptions) -> np.ndarray:
-    """One text's pooled embedding, (D,) float32, as every front door returns it."""
-    assert options.pooling is not None, "pooled() is called only when the request asks for a pooled embedding"
-    return pool_text(output.hidden, options.pooling, options.normalize)
-
-
 def selected_maps(maps: np.ndarray, selection: AttentionSelection) -> np.ndarray:
     """One text's attention maps (layers, heads, S, S) -> the selection's (layers', heads' or 1, S, S)."""
     if selection.layers != tuple(range(maps.shape[0])) or selection.heads != tuple(range(maps.shape[1])):
@@ -46,11 +39,13 @@ def selected_maps(maps: np.ndarray, selection: AttentionSelection) -> np.ndarray
     return maps
 
 
-def fill_encoding(target: pb.Encoding, encoded: Encoded, output: ItemOutput, options: EmbedOptions) -> None:
+def fill_encoding(
+    target: pb.Encoding, encoded: Encoded, output: ItemOutput, options: EmbedOptions, embedding: np.ndarray | None
+) -> None:
     """Written in place: protobuf copies a large sub-message given to a constructor slowly (5 ms for 4 MB)."""
     target.truncated = encoded.truncated
-    if options.pooling is not None:
-        fill_tensor(target.embedding, pooled(output, options), options.dtype)
+    if embedding is not None:
+        fill_tensor(target.embedding, embedding, options.dtype)
     if options.token_embeddings:
         fill_tensor(target.token_embeddings, output.hidden, options.dtype)
     if (selection := options.attention_selection) is not None and output.attention_maps is not None:
@@ -67,11 +62,12 @@ def embed_response(
     outputs: Sequence[ItemOutput],
     options: EmbedOptions,
     tokenize_s: float,
+    embeddings: Sequence[np.ndarray] | None = None,
 ) -> pb.EmbedResponse:
     """Every text's Encoding, with usage and the stage timings (total is filled in by the caller)."""
     response = pb.EmbedResponse(model=model)
-    for item, output in zip(encoded, outputs, strict=True):
-        fill_encoding(response.results.add(), item, output, options)
+    for i, (item, output) in enumerate(zip(encoded, outputs, strict=True)):
+        fill_encoding(response.results.add(), item, output, options, None if embeddings is None else embeddings[i])
     response.usage.texts = len(encoded)
     response.usage.tokens = sum(len(e) for e in encoded)
     response.timings.tokenize_ns = int(tokenize_s * 1e9)

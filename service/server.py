@@ -30,6 +30,7 @@ from .http_metrics import metrics_site
 from .http_site import HttpLimits, HttpSite, tls_context
 from .kserve import INFERENCE_SERVICE, KServeServicer, kserve_handlers
 from .metrics import Metrics
+from .pooling import SentenceHead
 from .runtime import ProviderError, Runtime
 from .servicer import ENCODER_SERVICE, EncoderServicer, atento_version, rpc_handlers
 from .standard import Health, add_reflection
@@ -136,9 +137,10 @@ class AtentoServer:
         settings = self.settings
         try:
             bundle = read_bundle(settings.bundle, verify=settings.verify_bundle)
+            head = SentenceHead.from_bundle(bundle)  # the Dense weights: refused here, in one line, if unreadable
         except BundleError as error:
             raise StartupError(f"bundle {settings.bundle}: {error}") from error
-        tokenizer = TextTokenizer(bundle.tokenizer_file, bundle.model.max_positions)
+        tokenizer = TextTokenizer(bundle.tokenizer_file, bundle.model.max_tokens)
         interceptors = []
         if settings.auth_token is not None:
             token = settings.auth_token.get_secret_value()
@@ -170,9 +172,9 @@ class AtentoServer:
             self.metrics_port,
             http,
         )
-        await self._load(bundle, tokenizer)
+        await self._load(bundle, tokenizer, head)
 
-    async def _load(self, bundle: Bundle, tokenizer: TextTokenizer) -> None:
+    async def _load(self, bundle: Bundle, tokenizer: TextTokenizer, head: SentenceHead) -> None:
         settings, loop = self.settings, asyncio.get_running_loop()
         try:
             runtime = await loop.run_in_executor(None, Runtime, bundle, settings)
@@ -195,7 +197,7 @@ class AtentoServer:
         )
         self._batcher = Batcher(runtime, limits, self.metrics)
         self._batcher.start()
-        self.servicer.engine = Engine(bundle, runtime, tokenizer, self._batcher, settings, self.metrics)
+        self.servicer.engine = Engine(bundle, runtime, tokenizer, self._batcher, settings, self.metrics, head)
         self.metrics.model.info(
             {
                 "model": bundle.model.name,

@@ -29,7 +29,14 @@ from .rpc import generic_handler
 from .streaming import in_order
 
 ENCODER_SERVICE = pb.DESCRIPTOR.services_by_name["Encoder"]
-POOLING_ENUM = {"mean": pb.POOLING_MEAN, "cls": pb.POOLING_CLS}
+POOLING_ENUM: dict[str, pb.Pooling] = {
+    "mean": pb.POOLING_MEAN,
+    "cls": pb.POOLING_CLS,
+    "max": pb.POOLING_MAX,
+    "mean_sqrt_len_tokens": pb.POOLING_MEAN_SQRT_LEN,
+    "weightedmean": pb.POOLING_WEIGHTED_MEAN,
+    "lasttoken": pb.POOLING_LAST_TOKEN,
+}
 # Responses this large are built in a thread, not on the event loop.
 LARGE_OUTPUT_VALUES = 1 << 16
 
@@ -81,7 +88,7 @@ class EncoderServicer:
         done = await engine.embed(request.texts, options, deadline, prefix)
         start = time.perf_counter()
         build = functools.partial(
-            responses.embed_response, model.name, done.encoded, done.outputs, options, done.tokenize_s
+            responses.embed_response, model.name, done.encoded, done.outputs, options, done.tokenize_s, done.embeddings
         )
         large = options.token_embeddings or options.attention_selection is not None
         if large and sum(len(e) for e in done.encoded) * model.hidden_size > LARGE_OUTPUT_VALUES:
@@ -162,6 +169,9 @@ class EncoderServicer:
             default_normalize=model.normalize,
             attention_available=engine.runtime.has_attention_maps,
             precision=engine.bundle.precision,
+            prompts=model.prompt_texts,
+            default_prompt_name=model.default_prompt_name or "",
+            embedding_size=model.output_size,
         )
 
 

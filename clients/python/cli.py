@@ -33,11 +33,18 @@ def parser() -> argparse.ArgumentParser:
     embed.add_argument("texts", nargs="*", metavar="TEXT")
     embed.add_argument("-f", "--file", help="read one text per line from FILE ('-' for stdin)")
     embed.add_argument("-o", "--output", help="write the (texts, hidden) array to this .npy file")
-    embed.add_argument("--pooling", choices=["mean", "cls"], help="default: the model's own")
+    embed.add_argument(
+        "--pooling",
+        choices=["mean", "cls", "max", "mean_sqrt_len", "weighted_mean", "last_token"],
+        help="default: the model's own",
+    )
     embed.add_argument(
         "--normalize", action=argparse.BooleanOptionalAction, default=None, help="default: the model's own"
     )
     embed.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    embed.add_argument("--prompt-name", help="one of the model's prompts (atento info); default: the model's default")
+    embed.add_argument("--prompt", help="a prompt's text, put in front of every text ('' for none)")
+    embed.add_argument("--dimensions", type=int, help="keep the first N dimensions (Matryoshka); default: all")
     embed.add_argument("--truncate", action="store_true", help="cut texts over the model's maximum instead of failing")
     embed.add_argument("--batch", type=int, default=32, help="texts per request when reading a file (default 32)")
 

@@ -41,6 +41,7 @@ def embed(args: argparse.Namespace) -> int:
     if not args.texts and not args.file:
         raise ValueError("give texts, or -f FILE")
     options = {"normalize": args.normalize, "pooling": args.pooling, "dtype": args.dtype, "truncate": args.truncate}
+    options |= {"prompt_name": args.prompt_name, "prompt": args.prompt, "dimensions": args.dimensions}
     with connect(args) as client:
         if args.file:  # any number of lines, over one stream, never all in memory at once but the result
             rows = [r.embedding for r in client.embed_stream(read_lines(args.file), batch_size=args.batch, **options)]

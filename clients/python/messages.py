@@ -12,9 +12,18 @@ from typing import Literal, TypedDict, Unpack
 
 from atento.v1 import encoder_pb2 as pb
 
-PoolingName = Literal["mean", "cls", "none"]
+PoolingName = Literal["mean", "cls", "max", "mean_sqrt_len", "weighted_mean", "last_token", "none"]
 DTypeName = Literal["float32", "float16"]
-POOLING = {None: pb.POOLING_UNSPECIFIED, "mean": pb.POOLING_MEAN, "cls": pb.POOLING_CLS, "none": pb.POOLING_NONE}
+POOLING = {
+    None: pb.POOLING_UNSPECIFIED,
+    "mean": pb.POOLING_MEAN,
+    "cls": pb.POOLING_CLS,
+    "max": pb.POOLING_MAX,
+    "mean_sqrt_len": pb.POOLING_MEAN_SQRT_LEN,
+    "weighted_mean": pb.POOLING_WEIGHTED_MEAN,
+    "last_token": pb.POOLING_LAST_TOKEN,
+    "none": pb.POOLING_NONE,
+}
 DTYPE = {"float32": pb.DTYPE_FLOAT32, "float16": pb.DTYPE_FLOAT16}
 
 
@@ -33,7 +42,10 @@ class EmbedOptions(TypedDict, total=False):
 
     normalize, pooling: the model's own (None); token_embeddings: False (per-token vectors);
     attention: None (an AttentionSelection, or True for every layer and head); dtype: "float32";
-    truncate: False (a text over the model's maximum fails instead of being cut); tokens: False.
+    truncate: False (a text over the model's maximum fails instead of being cut); tokens: False;
+    prompt_name: None (one of ModelInfo.prompts; None: the model's default prompt); prompt: None (the
+    prompt's text itself, "" for none, wins over prompt_name); dimensions: None (all; N keeps the
+    first N dimensions, renormalised when normalised: Matryoshka).
     """
 
     normalize: bool | None
@@ -43,6 +55,9 @@ class EmbedOptions(TypedDict, total=False):
     dtype: DTypeName
     truncate: bool
     tokens: bool
+    prompt_name: str | None
+    prompt: str | None
+    dimensions: int | None
 
 
 def texts_list(texts: str | Sequence[str]) -> list[str]:
@@ -105,6 +120,19 @@ def embed_request(texts: str | Sequence[str], **options: Unpack[EmbedOptions]) -
     normalize = options.get("normalize")
     if normalize is not None:
         request.normalize = yes_no("normalize", normalize)
+    prompt_name, prompt, dimensions = options.get("prompt_name"), options.get("prompt"), options.get("dimensions")
+    if prompt_name is not None:
+        if not isinstance(prompt_name, str) or not prompt_name:
+            raise ValueError(f"prompt_name must be a non-empty string, not {prompt_name!r}")
+        request.prompt_name = prompt_name
+    if prompt is not None:
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt must be a string, not {prompt!r}")
+        request.prompt = prompt
+    if dimensions is not None:
+        if not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1:
+            raise ValueError(f"dimensions must be a positive integer, not {dimensions!r}")
+        request.dimensions = dimensions
     spec = attention_spec(options.get("attention"))
     if spec is not None:
         request.attention.CopyFrom(spec)

@@ -113,6 +113,9 @@ class ModelInfo:
     default_normalize: bool
     attention_available: bool
     precision: str
+    prompts: dict[str, str] = field(default_factory=dict)  # the names an embed call's prompt_name may take
+    default_prompt_name: str | None = None  # the prompt applied when a call names none
+    embedding_size: int = 0  # the pooled embedding's size (dimensions may ask for fewer)
 
 
 def tokens_from(messages: Sequence[pb.Token]) -> list[Token]:
@@ -173,4 +176,7 @@ def model_info_from(message: pb.ModelInfo) -> ModelInfo:
         default_normalize=message.default_normalize,
         attention_available=message.attention_available,
         precision=message.precision,
+        prompts=dict(message.prompts),
+        default_prompt_name=message.default_prompt_name or None,
+        embedding_size=message.embedding_size,
     )

@@ -75,13 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     fp32 = ensure_bundle(args.bundles / "minilm")
     int8 = ensure_bundle(args.bundles / "minilm-int8", int8_from=fp32)
     bundle = read_bundle(fp32, verify=False)
-    texts = workloads.Texts(corpus(count), bundle.tokenizer_file, bundle.model.max_positions)
-    single = workloads.Texts(corpus(calls), bundle.tokenizer_file, bundle.model.max_positions)
+    texts = workloads.Texts(corpus(count), bundle.tokenizer_file, bundle.model.max_tokens)
+    single = workloads.Texts(corpus(calls), bundle.tokenizer_file, bundle.model.max_tokens)
     long_text = " ".join(corpus(400))  # cut to exactly 128 tokens below
     ids = texts.tokenizer.encode_batch([long_text])[0]
     text_128 = long_text[: ids.offsets[126][1]]  # 126 word pieces + [CLS] + [SEP]
     attention_texts = workloads.Texts(
-        [text_128] * (8 if args.quick else 60), bundle.tokenizer_file, bundle.model.max_positions
+        [text_128] * (8 if args.quick else 60), bundle.tokenizer_file, bundle.model.max_tokens
     )
     assert len(attention_texts.encoded[0]) == 128
 

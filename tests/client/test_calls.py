@@ -79,7 +79,11 @@ def test_attention_selection_becomes_the_spec() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"pooling": "max"}, "pooling must be one of"),
+        ({"pooling": "maximum"}, "pooling must be one of"),
+        ({"prompt_name": ""}, "prompt_name must be a non-empty string"),
+        ({"prompt": 3}, "prompt must be a string"),
+        ({"dimensions": 0}, "dimensions must be a positive integer"),
+        ({"dimensions": True}, "dimensions must be a positive integer"),
         ({"dtype": "int8"}, "dtype must be one of"),
         ({"normalize": "yes"}, "normalize must be True or False"),
         ({"token_embeddings": 1}, "token_embeddings must be True or False"),
@@ -223,7 +227,11 @@ def test_stream_add_and_finish_and_ordered_decoding() -> None:
         ({"batch_size": 0}, "batch_size must be an integer of at least 1, not 0"),
         ({"max_in_flight": 0}, "max_in_flight must be an integer of at least 1"),
         ({"batch_size": 2.5}, "batch_size must be an integer"),
-        ({"pooling": "max"}, "pooling must be one of"),  # before the stream opens, not inside it
+        ({"pooling": "maximum"}, "pooling must be one of"),
+        ({"prompt_name": ""}, "prompt_name must be a non-empty string"),
+        ({"prompt": 3}, "prompt must be a string"),
+        ({"dimensions": 0}, "dimensions must be a positive integer"),
+        ({"dimensions": True}, "dimensions must be a positive integer"),  # before the stream opens, not inside it
     ],
 )
 def test_stream_refuses_bad_arguments_up_front(arguments: dict[str, Any], message: str) -> None:

@@ -53,6 +53,20 @@ def test_embed_prints_json_and_writes_npy(minilm_server: ServerProcess, tmp_path
     np.testing.assert_allclose(saved[:2], vectors, atol=1e-6)
 
 
+def test_embed_takes_a_prompt_and_dimensions(minilm_server: ServerProcess) -> None:
+    target = minilm_server.target
+    full = np.array(json.loads(atento("embed", SENTENCE, target=target).stdout)["embeddings"])
+    cut = json.loads(atento("embed", SENTENCE, "--dimensions", "64", target=target).stdout)
+    assert cut["shape"] == [1, 64]
+    np.testing.assert_allclose(np.array(cut["embeddings"]), full[:, :64] / np.linalg.norm(full[:, :64]), atol=1e-5)
+    prompted = np.array(
+        json.loads(atento("embed", SENTENCE, "--prompt", "query: ", target=target).stdout)["embeddings"]
+    )
+    assert float((prompted @ full.T)[0, 0]) < 0.9999  # the prompt reached the model
+    refused = atento("embed", SENTENCE, "--prompt-name", "query", target=target, check=False)
+    assert refused.returncode != 0 and "prompt_name" in refused.stderr and "none" in refused.stderr
+
+
 def test_similarity_prints_the_matrix(minilm_server: ServerProcess) -> None:
     out = atento("similarity", "A dog runs.", "A puppy runs.", "Markets fell.", target=minilm_server.target).stdout
     rows = [line for line in out.splitlines() if line.rstrip().endswith("]")]

@@ -148,7 +148,7 @@ def test_async_client_round_trips(minilm_server: ServerProcess) -> None:
 def test_bad_arguments_fail_before_any_call() -> None:
     with Client("127.0.0.1:1") as client:
         with pytest.raises(ValueError, match="pooling must be one of"):
-            client.embed("x", pooling="max")  # type: ignore[arg-type]
+            client.embed("x", pooling="maximum")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="dtype must be one of"):
             client.embed("x", dtype="int8")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="several targets must be IP:port"):

@@ -35,7 +35,8 @@ def test_minilm_bundle_contents(minilm_bundle: Path) -> None:
         12,
         512,
     )
-    assert (model.pooling, model.normalize) == ("mean", True)
+    assert (model.pooling, model.normalize, model.max_seq_length, model.max_tokens) == ("mean", True, 256, 256)
+    assert (model.dense, model.prompts, model.include_prompt, model.output_size) == ((), (), True, 384)
     for role, graph in bundle.graphs.items():
         assert graph.sha256 == sha256_file(minilm_bundle / graph.file), role
         assert graph.opset >= 23 and graph.ir_version <= 13
@@ -73,7 +74,10 @@ def test_missing_file_is_refused_naming_it(tiny_copy: Path) -> None:
     [
         (lambda m: m.update(format_version=99), "unknown manifest format_version 99"),
         (lambda m: m["model"].pop("hidden_size"), "model is missing 'hidden_size'"),
-        (lambda m: m["model"].update(pooling="max"), "model.pooling 'max'"),
+        (lambda m: m["model"].update(pooling="median"), "model.pooling 'median'"),
+        (lambda m: m.update(format_version=1), "format_version 1 bundles .* re-export"),
+        (lambda m: m["model"].update(max_seq_length=4096), "model.max_seq_length 4096 is not in"),
+        (lambda m: m["model"].update(default_prompt_name="query"), "default_prompt_name 'query' is not one of"),
         (lambda m: m["graphs"].pop("encoder"), "names no 'encoder' graph"),
         (lambda m: m["graphs"]["encoder"].update(opset="23"), "graphs.encoder.opset has the wrong type"),
     ],

@@ -13,6 +13,7 @@ import pytest
 import torch
 from atento.export.checkpoint import load_encoder, open_checkpoint
 from atento.export.parity import ParityRun
+from atento.export.sentence_transformers import read_sentence_spec
 from atento.export.sentences import parity_sentences
 from atento.export.sources import minilm_directory
 from atento.export.tolerances import TOLERANCES, ParityError, check_tolerances
@@ -41,8 +42,11 @@ def test_torch_matches_transformers_bert(run: ParityRun) -> None:
     assert figures["attention_max_abs"] <= 1e-5
 
 
-def test_mean_pooled_embeddings_match_sentence_transformers(run: ParityRun) -> None:
-    figures = run.against_sentence_transformers()
+def test_embeddings_match_sentence_transformers_with_the_directory_pipeline(run: ParityRun) -> None:
+    config = run.checkpoint.config
+    spec = read_sentence_spec(run.checkpoint.directory, config.hidden_size, config.max_positions)
+    assert (spec.max_seq_length, spec.pooling, spec.normalize, spec.dense) == (256, "mean", True, ())
+    figures = run.against_sentence_transformers(spec, run.checkpoint.tokenizer_file)
     assert figures["min_cosine"] >= 0.99999
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from atento.service.batcher import ItemOutput
+from atento.service.pooling import SentenceHead
 from atento.service.requests import AttentionSelection, EmbedOptions
 from atento.service.responses import embed_response
 from atento.service.tokenizer import Encoded
@@ -43,11 +44,14 @@ def embed_options(**changes: object) -> EmbedOptions:
 def test_pooled_embeddings_mean_cls_and_normalised() -> None:
     items = [text(5), text(2)]
     encoded, outputs = [i for i, _ in items], [o for _, o in items]
+    head = SentenceHead("mean", include_prompt=True)
     for pooling, expected in (("mean", [o.hidden.mean(0) for o in outputs]), ("cls", [o.hidden[0] for o in outputs])):
-        response = embed_response("m", encoded, outputs, embed_options(pooling=pooling), 0.0)
+        vectors = [head.embed(o.hidden, pooling=pooling) for o in outputs]
+        response = embed_response("m", encoded, outputs, embed_options(pooling=pooling), 0.0, vectors)
         for result, vector in zip(response.results, expected, strict=True):
             np.testing.assert_allclose(decode(result.embedding), vector, rtol=1e-6)
-    normalised = embed_response("m", encoded, outputs, embed_options(normalize=True), 0.0)
+    vectors = [head.embed(o.hidden, normalize=True) for o in outputs]
+    normalised = embed_response("m", encoded, outputs, embed_options(normalize=True), 0.0, vectors)
     assert np.allclose([np.linalg.norm(decode(r.embedding)) for r in normalised.results], 1.0)
     assert normalised.usage.texts == 2 and normalised.usage.tokens == 7 and normalised.model == "m"
 

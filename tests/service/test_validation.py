@@ -41,7 +41,11 @@ CASES = [
         pb.EmbedRequest(texts=["a"], attention=pb.AttentionSpec(heads=[1, 1])),
         "attention.heads[1]: head 1 is listed twice",
     ),
-    (pb.EmbedRequest(texts=["a"], pooling=7), "pooling: unknown value 7"),  # type: ignore[arg-type]
+    (pb.EmbedRequest(texts=["a"], pooling=17), "pooling: unknown value 17"),  # type: ignore[arg-type]
+    (pb.EmbedRequest(texts=["a"], prompt_name="query"), "prompt_name: 'query' is not a prompt of this model"),
+    (pb.EmbedRequest(texts=["a"], dimensions=33), "dimensions: 33 is out of range [1, 32]"),
+    (pb.EmbedRequest(texts=["a"], dimensions=-2), "dimensions: -2 is out of range [1, 32]"),
+    (pb.EmbedRequest(texts=["a"], prompt="p" * 2001), "prompt: 2001 characters exceed the limit of 2000"),
     (pb.EmbedRequest(texts=["a"], output_dtype=3), "output_dtype: unknown value 3"),  # type: ignore[arg-type]
     (pb.EmbedRequest(texts=["a"], truncation=9), "truncation: unknown value 9"),  # type: ignore[arg-type]
     (pb.EmbedRequest(texts=["a"], pooling=pb.POOLING_NONE), "pooling: POOLING_NONE without token_embeddings"),

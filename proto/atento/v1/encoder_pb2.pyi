@@ -13,6 +13,10 @@ class Pooling(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     POOLING_MEAN: _ClassVar[Pooling]
     POOLING_CLS: _ClassVar[Pooling]
     POOLING_NONE: _ClassVar[Pooling]
+    POOLING_MAX: _ClassVar[Pooling]
+    POOLING_MEAN_SQRT_LEN: _ClassVar[Pooling]
+    POOLING_WEIGHTED_MEAN: _ClassVar[Pooling]
+    POOLING_LAST_TOKEN: _ClassVar[Pooling]
 
 class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -29,6 +33,10 @@ POOLING_UNSPECIFIED: Pooling
 POOLING_MEAN: Pooling
 POOLING_CLS: Pooling
 POOLING_NONE: Pooling
+POOLING_MAX: Pooling
+POOLING_MEAN_SQRT_LEN: Pooling
+POOLING_WEIGHTED_MEAN: Pooling
+POOLING_LAST_TOKEN: Pooling
 DTYPE_UNSPECIFIED: DType
 DTYPE_FLOAT32: DType
 DTYPE_FLOAT16: DType
@@ -47,7 +55,7 @@ class AttentionSpec(_message.Message):
     def __init__(self, layers: _Optional[_Iterable[int]] = ..., heads: _Optional[_Iterable[int]] = ..., average_heads: _Optional[bool] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("texts", "normalize", "pooling", "token_embeddings", "attention", "output_dtype", "truncation", "return_tokens")
+    __slots__ = ("texts", "normalize", "pooling", "token_embeddings", "attention", "output_dtype", "truncation", "return_tokens", "prompt_name", "prompt", "dimensions")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     POOLING_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +64,9 @@ class EmbedRequest(_message.Message):
     OUTPUT_DTYPE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATION_FIELD_NUMBER: _ClassVar[int]
     RETURN_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_NAME_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     normalize: bool
     pooling: Pooling
@@ -64,7 +75,10 @@ class EmbedRequest(_message.Message):
     output_dtype: DType
     truncation: Truncation
     return_tokens: bool
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., token_embeddings: _Optional[bool] = ..., attention: _Optional[_Union[AttentionSpec, _Mapping]] = ..., output_dtype: _Optional[_Union[DType, str]] = ..., truncation: _Optional[_Union[Truncation, str]] = ..., return_tokens: _Optional[bool] = ...) -> None: ...
+    prompt_name: str
+    prompt: str
+    dimensions: int
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., token_embeddings: _Optional[bool] = ..., attention: _Optional[_Union[AttentionSpec, _Mapping]] = ..., output_dtype: _Optional[_Union[DType, str]] = ..., truncation: _Optional[_Union[Truncation, str]] = ..., return_tokens: _Optional[bool] = ..., prompt_name: _Optional[str] = ..., prompt: _Optional[str] = ..., dimensions: _Optional[int] = ...) -> None: ...
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -205,7 +219,14 @@ class Limits(_message.Message):
     def __init__(self, max_texts_per_request: _Optional[int] = ..., max_chars_per_text: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_queued_texts: _Optional[int] = ..., max_receive_message_bytes: _Optional[int] = ..., max_send_message_bytes: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "hidden_size", "num_layers", "num_heads", "max_tokens", "limits", "provider", "bundle_sha256", "atento_version", "default_pooling", "default_normalize", "attention_available", "precision")
+    __slots__ = ("name", "hidden_size", "num_layers", "num_heads", "max_tokens", "limits", "provider", "bundle_sha256", "atento_version", "default_pooling", "default_normalize", "attention_available", "precision", "prompts", "default_prompt_name", "embedding_size")
+    class PromptsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
     NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
@@ -219,6 +240,9 @@ class ModelInfo(_message.Message):
     DEFAULT_NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     ATTENTION_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_PROMPT_NAME_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_SIZE_FIELD_NUMBER: _ClassVar[int]
     name: str
     hidden_size: int
     num_layers: int
@@ -232,4 +256,7 @@ class ModelInfo(_message.Message):
     default_normalize: bool
     attention_available: bool
     precision: str
-    def __init__(self, name: _Optional[str] = ..., hidden_size: _Optional[int] = ..., num_layers: _Optional[int] = ..., num_heads: _Optional[int] = ..., max_tokens: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., provider: _Optional[str] = ..., bundle_sha256: _Optional[str] = ..., atento_version: _Optional[str] = ..., default_pooling: _Optional[_Union[Pooling, str]] = ..., default_normalize: _Optional[bool] = ..., attention_available: _Optional[bool] = ..., precision: _Optional[str] = ...) -> None: ...
+    prompts: _containers.ScalarMap[str, str]
+    default_prompt_name: str
+    embedding_size: int
+    def __init__(self, name: _Optional[str] = ..., hidden_size: _Optional[int] = ..., num_layers: _Optional[int] = ..., num_heads: _Optional[int] = ..., max_tokens: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., provider: _Optional[str] = ..., bundle_sha256: _Optional[str] = ..., atento_version: _Optional[str] = ..., default_pooling: _Optional[_Union[Pooling, str]] = ..., default_normalize: _Optional[bool] = ..., attention_available: _Optional[bool] = ..., precision: _Optional[str] = ..., prompts: _Optional[_Mapping[str, str]] = ..., default_prompt_name: _Optional[str] = ..., embedding_size: _Optional[int] = ...) -> None: ...
