@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from atento.service.packing import pad_batch
-from atento.service.pooling import DenseLayer, SentenceHead, l2_normalize
+from atento.service.pooling import DenseLayer, SentenceHead, l2_normalize, pool
 from atento.service.tokenizer import Encoded, TextTokenizer
 
 from .checkpoint import Checkpoint
