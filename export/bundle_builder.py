@@ -167,6 +167,8 @@ def build_bundle(
             manifest = {
                 "model": {
                     "name": config.name,
+                    "architecture": config.architecture.value,
+                    "model_type": config.model_type,
                     "hidden_size": config.hidden_size,
                     "num_layers": config.num_layers,
                     "num_heads": config.num_heads,

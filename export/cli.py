@@ -10,7 +10,7 @@ from typing import NoReturn
 
 from atento.service.bundle import Bundle, BundleError
 
-from .config import CheckpointError
+from .config import CheckpointError, supported_model_types
 from .tolerances import TOLERANCES, ParityError, flatten
 
 
@@ -22,7 +22,12 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parser(prog: str = "atento export") -> argparse.ArgumentParser:
-    cli = OneLineParser(prog=prog, description="Export a BERT-family encoder to an ONNX bundle with fused attention.")
+    cli = OneLineParser(
+        prog=prog,
+        description="Export a Transformer encoder (model_type: "
+        + supported_model_types()
+        + ") to an ONNX bundle with fused attention.",
+    )
     cli.add_argument(
         "--model", help="'minilm' (embedded default), 'tiny' (random, for tests) or a checkpoint directory"
     )
