@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from safetensors.torch import load_file
 
-from .config import Architecture, CheckpointError, EncoderConfig
+from .config import Architecture, CheckpointError, EncoderConfig, read_checkpoint_config
 from .model import Encoder
 
 # Each architecture's checkpoint module -> our module; "{i}" stands for the layer index. Loading is
@@ -80,14 +79,7 @@ class Checkpoint:
 def open_checkpoint(directory: Path, name: str | None = None) -> Checkpoint:
     """Check that ``directory`` holds a checkpoint of a supported architecture and read its config."""
     directory = Path(directory)
-    for required in ("config.json", "model.safetensors", "tokenizer.json"):
-        if not (directory / required).is_file():
-            raise CheckpointError(f"{directory} has no {required}")
-    try:
-        hf_config = json.loads((directory / "config.json").read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{directory / 'config.json'} is not valid JSON: {error}") from error
-    config = EncoderConfig.from_hf_config(hf_config, name or directory.name)
+    config = read_checkpoint_config(directory, name)
     return Checkpoint(directory, config, directory / "tokenizer.json", directory / "model.safetensors")
 
 

@@ -6,8 +6,10 @@ Every architecture we load is the same post-norm Transformer encoder; what diffe
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 # The feed-forward activations a BERT-family checkpoint may name, all GELU variants.
@@ -183,3 +185,16 @@ class EncoderConfig:
             model_type=model_type,
             **values,
         )
+
+
+def read_checkpoint_config(directory: Path, name: str | None = None) -> EncoderConfig:
+    """The files a checkpoint directory needs, and its config.json read into ours (no torch needed,
+    so the command line refuses an unsupported model before loading anything)."""
+    for required in ("config.json", "model.safetensors", "tokenizer.json"):
+        if not (directory / required).is_file():
+            raise CheckpointError(f"{directory} has no {required}")
+    try:
+        hf_config = json.loads((directory / "config.json").read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{directory / 'config.json'} is not valid JSON: {error}") from error
+    return EncoderConfig.from_hf_config(hf_config, name or directory.name)
