@@ -20,6 +20,7 @@ from tests.export.test_architectures import BANCO, LONG, MULTILINGUAL, array
 from tests.servers import running_server
 
 DIRECTORY = Path(os.environ.get("ATENTO_REAL_WEIGHTS", ""))
+pytestmark = pytest.mark.timeout(1800)  # a 110M-parameter export on 2 cores
 
 
 @pytest.fixture(scope="module")
