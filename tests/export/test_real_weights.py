@@ -26,7 +26,7 @@ pytestmark = pytest.mark.timeout(1800)  # a 110M-parameter export on 2 cores
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("real-weights") / "all-mpnet-base-v2"
-    result = export_bundle(str(DIRECTORY), out)
+    result = export_bundle(str(DIRECTORY), out, timeout=1700)
     assert result.returncode == 0, result.stderr
     print(result.stdout)  # the parity figures, for the README
     return out
