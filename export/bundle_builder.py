@@ -112,6 +112,8 @@ def model_section(checkpoint: Checkpoint, spec: SentenceSpec, staging: Path) -> 
         dense.append(entry)
     return {
         "name": config.name,
+        "architecture": config.architecture.value,
+        "model_type": config.model_type,
         "hidden_size": config.hidden_size,
         "num_layers": config.num_layers,
         "num_heads": config.num_heads,

@@ -1,23 +1,26 @@
-"""Load a BERT-family checkpoint directory (config.json + model.safetensors + tokenizer.json)."""
+"""Load a checkpoint directory (config.json + model.safetensors + tokenizer.json) of any ``Architecture``."""
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from safetensors.torch import load_file
 
-from .config import CheckpointError, EncoderConfig
+from .config import Architecture, CheckpointError, EncoderConfig, read_checkpoint_config
 from .model import Encoder
 
-# BERT checkpoint module -> our module; "{i}" stands for the layer index. Loading is this key map.
-KEY_MAP = {
+# Each architecture's checkpoint module -> our module; "{i}" stands for the layer index. Loading is
+# this key map. BERT's names are shared by RoBERTa and ELECTRA (ELECTRA adds its projection).
+_EMBEDDINGS = {
     "embeddings.word_embeddings": "embeddings.word_embeddings",
     "embeddings.position_embeddings": "embeddings.position_embeddings",
-    "embeddings.token_type_embeddings": "embeddings.token_type_embeddings",
     "embeddings.LayerNorm": "embeddings.LayerNorm",
+}
+_BERT = {
+    **_EMBEDDINGS,
+    "embeddings.token_type_embeddings": "embeddings.token_type_embeddings",
     "encoder.layer.{i}.attention.self.query": "layers.{i}.attention.query",
     "encoder.layer.{i}.attention.self.key": "layers.{i}.attention.key",
     "encoder.layer.{i}.attention.self.value": "layers.{i}.attention.value",
@@ -27,8 +30,42 @@ KEY_MAP = {
     "encoder.layer.{i}.output.dense": "layers.{i}.feed_forward.output",
     "encoder.layer.{i}.output.LayerNorm": "layers.{i}.output_norm",
 }
-# Present in BERT checkpoints, unused by an encoder that returns hidden states.
-IGNORED = re.compile(r"^(embeddings\.position_ids|pooler\..*|cls\..*)$")
+KEY_MAPS = {
+    Architecture.BERT: _BERT,
+    Architecture.ROBERTA: _BERT,
+    Architecture.ELECTRA: {**_BERT, "embeddings_project": "embeddings.project"},
+    Architecture.DISTILBERT: {
+        **_EMBEDDINGS,
+        "transformer.layer.{i}.attention.q_lin": "layers.{i}.attention.query",
+        "transformer.layer.{i}.attention.k_lin": "layers.{i}.attention.key",
+        "transformer.layer.{i}.attention.v_lin": "layers.{i}.attention.value",
+        "transformer.layer.{i}.attention.out_lin": "layers.{i}.attention.output",
+        "transformer.layer.{i}.sa_layer_norm": "layers.{i}.attention_norm",
+        "transformer.layer.{i}.ffn.lin1": "layers.{i}.feed_forward.intermediate",
+        "transformer.layer.{i}.ffn.lin2": "layers.{i}.feed_forward.output",
+        "transformer.layer.{i}.output_layer_norm": "layers.{i}.output_norm",
+    },
+    Architecture.MPNET: {
+        **_EMBEDDINGS,
+        "encoder.relative_attention_bias": "attention_mask.relative_attention_bias",
+        "encoder.layer.{i}.attention.attn.q": "layers.{i}.attention.query",
+        "encoder.layer.{i}.attention.attn.k": "layers.{i}.attention.key",
+        "encoder.layer.{i}.attention.attn.v": "layers.{i}.attention.value",
+        "encoder.layer.{i}.attention.attn.o": "layers.{i}.attention.output",
+        "encoder.layer.{i}.attention.LayerNorm": "layers.{i}.attention_norm",
+        "encoder.layer.{i}.intermediate.dense": "layers.{i}.feed_forward.intermediate",
+        "encoder.layer.{i}.output.dense": "layers.{i}.feed_forward.output",
+        "encoder.layer.{i}.output.LayerNorm": "layers.{i}.output_norm",
+    },
+}
+# The base-model prefix a checkpoint saved from a task model carries (XLM-R and CamemBERT use "roberta").
+PREFIX = re.compile(r"^(bert|roberta|distilbert|electra|mpnet)\.")
+# Present in checkpoints, unused by an encoder that returns hidden states: position and token type
+# buffers, poolers, and the heads of pre-training or task models.
+IGNORED = re.compile(
+    r"^(embeddings\.(position_ids|token_type_ids)|pooler\..*|cls\..*|lm_head\..*|"
+    r"generator_.*|discriminator_predictions\..*|vocab_.*)$"
+)
 
 
 @dataclass(frozen=True)
@@ -40,23 +77,16 @@ class Checkpoint:
 
 
 def open_checkpoint(directory: Path, name: str | None = None) -> Checkpoint:
-    """Check that ``directory`` holds a BERT-family checkpoint and read its config."""
+    """Check that ``directory`` holds a checkpoint of a supported architecture and read its config."""
     directory = Path(directory)
-    for required in ("config.json", "model.safetensors", "tokenizer.json"):
-        if not (directory / required).is_file():
-            raise CheckpointError(f"{directory} has no {required}")
-    try:
-        hf_config = json.loads((directory / "config.json").read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{directory / 'config.json'} is not valid JSON: {error}") from error
-    config = EncoderConfig.from_hf_config(hf_config, name or directory.name)
+    config = read_checkpoint_config(directory, name)
     return Checkpoint(directory, config, directory / "tokenizer.json", directory / "model.safetensors")
 
 
 def key_table(model: Encoder) -> dict[str, str]:
     """Every parameter of ``model`` as {checkpoint key: our key}, expanded over the layers."""
     table = {}
-    for theirs, ours in KEY_MAP.items():
+    for theirs, ours in KEY_MAPS[model.config.architecture].items():
         for i in range(model.config.num_layers) if "{i}" in theirs else [0]:
             for suffix in ("weight", "bias"):
                 table[f"{theirs.format(i=i)}.{suffix}"] = f"{ours.format(i=i)}.{suffix}"
@@ -69,7 +99,7 @@ def load_encoder(checkpoint: Checkpoint) -> Encoder:
     model = Encoder(checkpoint.config)
     expected = model.state_dict()
     table = key_table(model)
-    tensors = {key.removeprefix("bert."): value for key, value in load_file(str(checkpoint.weights_file)).items()}
+    tensors = {PREFIX.sub("", key): value for key, value in load_file(str(checkpoint.weights_file)).items()}
     for key in tensors:
         if key not in table and not IGNORED.match(key):
             raise CheckpointError(f"unexpected checkpoint key {key!r}: not part of a {checkpoint.config.name} encoder")

@@ -10,7 +10,7 @@ from typing import NoReturn
 
 from atento.service.bundle import Bundle, BundleError
 
-from .config import CheckpointError
+from .config import CheckpointError, read_checkpoint_config, supported_model_types
 from .tolerances import TOLERANCES, ParityError, flatten
 
 
@@ -22,7 +22,12 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parser(prog: str = "atento export") -> argparse.ArgumentParser:
-    cli = OneLineParser(prog=prog, description="Export a BERT-family encoder to an ONNX bundle with fused attention.")
+    cli = OneLineParser(
+        prog=prog,
+        description="Export a Transformer encoder (model_type: "
+        + supported_model_types()
+        + ") to an ONNX bundle with fused attention.",
+    )
     cli.add_argument(
         "--model", help="'minilm' (embedded default), 'tiny' (random, for tests) or a checkpoint directory"
     )
@@ -61,6 +66,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "atento export") -> int:
     args.model = args.model or "minilm"
     if args.model not in ("minilm", "tiny") and not Path(args.model).is_dir():
         cli.error(f"--model {args.model!r} is neither 'minilm', 'tiny' nor a checkpoint directory")
+    if args.model not in ("minilm", "tiny"):
+        try:  # an unsupported model is refused in one line, before torch loads
+            read_checkpoint_config(Path(args.model))
+        except CheckpointError as error:
+            print(f"{prog}: error: {error}", file=sys.stderr)
+            return 1
     if args.out.exists() and not args.force and (not args.out.is_dir() or any(args.out.iterdir())):
         cli.error(f"--out {args.out} exists and is not empty (pass --force to replace it)")
     try:  # torch and onnx load only once the arguments are good

@@ -86,9 +86,11 @@ class ParityRun:
 
     def against_transformers(self) -> dict[str, float]:
         quiet_references()
-        from transformers import BertModel
+        from transformers import AutoModel
 
-        reference = BertModel.from_pretrained(str(self.checkpoint.directory), attn_implementation="eager").eval()
+        # The checkpoint's own class (BertModel, RobertaModel, MPNetModel, ...), from its model_type;
+        # eager attention, the only implementation that returns the attention maps.
+        reference = AutoModel.from_pretrained(str(self.checkpoint.directory), attn_implementation="eager").eval()
         hidden, attention = 0.0, 0.0
         for batch, (our_hidden, our_attention) in zip(self.batches, self._ours, strict=True):
             with torch.no_grad():

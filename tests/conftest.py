@@ -28,14 +28,14 @@ OFFLINE_ENV = {
 }
 
 
-def export_bundle(model: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def export_bundle(model: str, out: Path, *extra: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     """`python -m atento.export --model MODEL --out OUT [EXTRA...]`, offline."""
     return subprocess.run(
         [sys.executable, "-m", "atento.export", "--model", model, "--out", str(out), *extra],
         env={**os.environ, **OFFLINE_ENV},
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=timeout,
         check=False,
     )
 

@@ -73,7 +73,8 @@ def test_extra_layer_is_refused(tiny_dir: Path) -> None:
     ("change", "message"),
     [
         ({"hidden_act": "swish"}, "hidden_act 'swish'"),
-        ({"model_type": "roberta"}, "model_type 'roberta'"),
+        ({"model_type": "gpt2"}, "model_type 'gpt2' is not supported \\(supported: bert, camembert"),
+        ({"model_type": "distilbert", "sinusoidal_pos_embds": True}, "sinusoidal_pos_embds"),
         ({"position_embedding_type": "relative_key"}, "position_embedding_type 'relative_key'"),
         ({"num_attention_heads": 5}, "not divisible"),
         ({"hidden_size": None}, "missing hidden_size"),

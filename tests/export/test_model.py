@@ -6,8 +6,15 @@ import dataclasses
 
 import pytest
 import torch
-from atento.export.config import CheckpointError, EncoderConfig
-from atento.export.model import Encoder, FusedSelfAttention, FusedSelfAttentionWithMaps, MultiHeadSelfAttention
+from atento.export.config import Architecture, CheckpointError, EncoderConfig
+from atento.export.model import (
+    Encoder,
+    FusedSelfAttention,
+    FusedSelfAttentionWithMaps,
+    MultiHeadSelfAttention,
+    RelativePositionBias,
+)
+from atento.export.packed_rows import texts_in_rows
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +127,75 @@ def test_config_is_frozen_and_validated() -> None:
         dataclasses.replace(config, hidden_act="swish")
     with pytest.raises(CheckpointError, match="not divisible"):
         dataclasses.replace(config, num_heads=5)
+
+
+# RoBERTa-like (positions past padding_idx 1, one token type row) and MPNet-like (plus the relative
+# position bias) variants of the tiny model, to check what differs from BERT in process.
+ROBERTA_LIKE = dataclasses.replace(
+    EncoderConfig.tiny(), architecture=Architecture.ROBERTA, position_offset=2, type_vocab_size=1, pad_token_id=1
+)
+MPNET_LIKE = dataclasses.replace(
+    EncoderConfig.tiny(), architecture=Architecture.MPNET, position_offset=2, type_vocab_size=0, relative_buckets=32
+)
+
+
+def variant(config: EncoderConfig) -> Encoder:
+    torch.manual_seed(0)
+    encoder = Encoder(config).eval()
+    with torch.no_grad():
+        for parameter in encoder.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.2)  # a bias large enough to move the maps
+    return encoder
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("config", [ROBERTA_LIKE, MPNET_LIKE], ids=["roberta", "mpnet"])
+def test_packed_texts_come_out_as_if_alone_in_every_variant(config: EncoderConfig) -> None:
+    """Positions and MPNet's relative positions count within each text: packed equals alone."""
+    encoder = variant(config)
+    a, b = (random_inputs(1, n, seed=n)[0] for n in (6, 9))
+    row = torch.cat([a, b, torch.zeros(1, 3, dtype=torch.int64)], dim=1)  # (1, 18)
+    mask = torch.tensor([[1] * 6 + [2] * 9 + [0] * 3])
+    with torch.no_grad():
+        packed, packed_attn = encoder(row, mask)
+        for text, start in ((a, 0), (b, 6)):
+            alone, alone_attn = encoder(text, torch.ones_like(text))
+            n = text.shape[1]
+            torch.testing.assert_close(packed[0, start : start + n], alone[0], atol=1e-5, rtol=0)
+            assert packed_attn is not None and alone_attn is not None
+            block = packed_attn[0, :, :, start : start + n, start : start + n]
+            torch.testing.assert_close(block, alone_attn[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.fast
+def test_relative_buckets_are_transformers_own() -> None:
+    from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
+
+    bias = RelativePositionBias(MPNET_LIKE)
+    relative = torch.arange(-600, 601)[None, :]  # (1, 1201): every distance a 512-token text has, and more
+    assert torch.equal(bias.bucket(relative), MPNetEncoder.relative_position_bucket(relative))
+
+
+@pytest.mark.fast
+def test_relative_position_bias_moves_the_attention() -> None:
+    """The bias is really applied: zeroing the table changes the maps, in both attention paths."""
+    encoder = variant(MPNET_LIKE)
+    ids, mask, _ = random_inputs(2, 12)
+    fused = Encoder(MPNET_LIKE, attention=FusedSelfAttentionWithMaps).eval()
+    fused.load_state_dict(encoder.state_dict())
+    with torch.no_grad():
+        _, maps = encoder(ids, mask)
+        _, fused_maps = fused(ids, mask)
+        assert maps is not None and fused_maps is not None
+        torch.testing.assert_close(fused_maps, maps, atol=1e-5, rtol=0)
+        encoder.attention_mask.relative_attention_bias.weight.zero_()
+        _, unbiased = encoder(ids, mask)
+    assert unbiased is not None and (unbiased - maps).abs().max() > 1e-2
+
+
+@pytest.mark.fast
+def test_positions_start_past_the_padding_index() -> None:
+    """RoBERTa: position = padding_idx + 1 + index within the text; padding gets padding_idx."""
+    _, positions = texts_in_rows(torch.tensor([[1, 1, 1, 2, 2, 0]]), first=2, padding=1)
+    assert positions.tolist() == [[2, 3, 4, 2, 3, 1]]
+    assert ROBERTA_LIKE.position_table_size == ROBERTA_LIKE.max_positions + 2

@@ -13,6 +13,9 @@ import torch
 from atento.export.checkpoint import load_encoder, open_checkpoint
 from atento.export.sources import minilm_directory
 
+from tests.export.conftest import ArchitectureBundle
+from tests.export.random_checkpoints import LAYERS as RANDOM_LAYERS
+
 LAYERS = 6  # all-MiniLM-L6-v2
 
 
@@ -34,6 +37,19 @@ def test_the_attention_maps_graph_computes_them_from_the_equations(minilm_bundle
     assert counts["Attention"] == 0
     assert counts["Softmax"] == LAYERS
     assert counts["MatMul"] == LAYERS * 8  # q, k, v, output, two feed-forward, QKᵀ and AV
+
+
+def test_every_architecture_keeps_one_fused_attention_node_per_layer(architecture: ArchitectureBundle) -> None:
+    """MPNet's relative position bias goes into the fused node as its float mask, not beside it; the
+    attention-maps graph computes the maps from the equations for every architecture."""
+    counts = op_counts(architecture.bundle / "encoder.onnx")
+    assert counts["Attention"] == RANDOM_LAYERS
+    assert counts["Softmax"] == 0
+    projection = 1 if architecture.case.model_type == "electra" else 0  # its embeddings' projection
+    assert counts["MatMul"] == RANDOM_LAYERS * 6 + projection
+    maps = op_counts(architecture.bundle / "encoder_attn.onnx")
+    assert maps["Attention"] == 0 and maps["Softmax"] == RANDOM_LAYERS
+    assert maps["MatMul"] == RANDOM_LAYERS * 8 + projection
 
 
 def test_fast_graph_io_and_version(minilm_bundle: Path) -> None:
@@ -104,21 +120,34 @@ def test_arbitrary_padding_patterns_in_both_graphs(minilm_bundle: Path, referenc
 
 def test_packed_rows_in_onnx_runtime(minilm_bundle: Path) -> None:
     """Three texts packed in one row come out of both graphs as they do alone."""
+    check_packed_rows(minilm_bundle, vocab=(1000, 30000))
+
+
+def test_packed_rows_in_onnx_runtime_every_architecture(architecture: ArchitectureBundle) -> None:
+    """Positions (and MPNet's relative positions) count within each text, so packing changes nothing."""
+    check_packed_rows(architecture.bundle, vocab=(10, 1000))
+
+
+def check_packed_rows(bundle: Path, vocab: tuple[int, int]) -> None:
     rng = np.random.default_rng(3)
-    texts = [rng.integers(1000, 30000, (1, n), dtype=np.int64) for n in (9, 4, 13)]
+    texts = [rng.integers(*vocab, (1, n), dtype=np.int64) for n in (9, 4, 13)]
     row = np.concatenate([*texts, np.zeros((1, 3), dtype=np.int64)], axis=1)
     mask = np.concatenate(
         [np.full((1, t.shape[1]), k + 1) for k, t in enumerate(texts)] + [np.zeros((1, 3), np.int64)], axis=1
     )
     for graph in ("encoder.onnx", "encoder_attn.onnx"):
-        session = ort.InferenceSession(str(minilm_bundle / graph))
-        packed = session.run(None, {"input_ids": row, "attention_mask": mask, "token_type_ids": np.zeros_like(row)})
+        session = ort.InferenceSession(str(bundle / graph))
+        names = {i.name for i in session.get_inputs()}
+
+        def feeds(ids: np.ndarray, attention_mask: np.ndarray, names: set[str] = names) -> dict[str, np.ndarray]:
+            given = {"input_ids": ids, "attention_mask": attention_mask, "token_type_ids": np.zeros_like(ids)}
+            return {name: value for name, value in given.items() if name in names}
+
+        packed = session.run(None, feeds(row, mask))
         start = 0
         for text in texts:
             n = text.shape[1]
-            alone = session.run(
-                None, {"input_ids": text, "attention_mask": np.ones_like(text), "token_type_ids": np.zeros_like(text)}
-            )
+            alone = session.run(None, feeds(text, np.ones_like(text)))
             np.testing.assert_allclose(packed[0][0, start : start + n], alone[0][0], atol=1e-4, rtol=0)
             if len(packed) > 1:
                 block = packed[1][0, :, :, start : start + n, start : start + n]
