@@ -10,6 +10,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from atento.export.checkpoint import load_encoder, open_checkpoint
+from atento.export.onnx_export import export_graph
+from atento.export.parity import ParityRun
+from atento.export.provider_capabilities import CPU, CUDA, runs_on
+from atento.export.sentences import parity_sentences
+from atento.export.tolerances import TOLERANCES
 from atento.service.bundle import GraphRole, Precision, read_bundle
 from atento.service.config import Settings
 from atento.service.packing import pad_batch
@@ -18,6 +24,7 @@ from atento.service.runtime import Runtime
 from atento.service.tokenizer import TextTokenizer
 
 from tests.conftest import export_bundle
+from tests.export.conftest import ArchitectureBundle
 
 TEXTS = ["A single man in possession of a good fortune.", "Lizzy laughed.", "Mr. Darcy danced only once. " * 6]
 
@@ -63,3 +70,21 @@ def test_served_by_the_runtime_close_to_the_fp32_bundle(fp16_bundle: Path, tiny_
         assert outputs.hidden.dtype == np.float32 and outputs.attention_maps is not None
         vectors[name] = l2_normalize(pool(outputs.hidden, inputs["attention_mask"], "mean"))
     assert np.sum(vectors["fp16"] * vectors["fp32"], axis=1).min() >= 0.9999
+
+
+def test_every_architecture_runs_on_both_providers_and_keeps_fp16_parity(
+    architecture: ArchitectureBundle, tmp_path: Path
+) -> None:
+    """The capability check passes each exported graph, and the same checkpoint's fp16 graphs stay
+    within the fp16 bounds against its fp32 encoder (the exporter's own parity run, in process)."""
+    for role in ("encoder", "encoder_attn"):
+        assert architecture.manifest["graphs"][role]["providers"] == [CPU, CUDA], role
+    checkpoint = open_checkpoint(architecture.checkpoint)
+    encoder = load_encoder(checkpoint)
+    run = ParityRun(checkpoint, encoder, parity_sentences()[:24])
+    for role in (GraphRole.FAST, GraphRole.ATTENTION_MAPS):
+        graph = export_graph(encoder, tmp_path / f"{role.value}.onnx", role, "fp16")
+        assert runs_on(onnx.load(str(graph.path))) == {CPU: [], CUDA: []}
+        figures = run.fp16_against_fp32(graph.path)
+        assert figures["min_cosine"] >= TOLERANCES[f"fp16_vs_fp32.{role.value}.min_cosine"], figures
+        assert figures["mean_cosine"] >= TOLERANCES[f"fp16_vs_fp32.{role.value}.mean_cosine"], figures
