@@ -50,6 +50,15 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(0.0, ge=0, description="how long an idle batcher waits for more texts; 0 = none")
     max_attention_batch_mib: int = Field(256, ge=1, description="attention maps computed per batch, in MiB")
     max_queued_texts: int = Field(4096, ge=1, description="texts waiting for a batch; past it: RESOURCE_EXHAUSTED")
+    max_queued_tokens: int = Field(
+        0,
+        ge=0,
+        description="tokens waiting for a batch, counted before tokenising by an upper bound; past it: "
+        "RESOURCE_EXHAUSTED; 0 = 16 x max_batch_tokens",
+    )
+    bulk_queue_share: float = Field(
+        0.5, gt=0, le=1, description="share of the queue bulk requests may hold (interactive ones may use it all)"
+    )
     retry_after_min_ms: int = Field(100, ge=1, description="the least retry hint sent with RESOURCE_EXHAUSTED")
 
     # Per-request limits, enforced before any work.
@@ -85,6 +94,11 @@ class Settings(BaseSettings):
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
         return self
+
+    @property
+    def queued_tokens_bound(self) -> int:
+        """``max_queued_tokens``, or its default: 16 batches' worth of tokens."""
+        return self.max_queued_tokens or 16 * self.max_batch_tokens
 
     @property
     def max_receive_message_bytes(self) -> int:

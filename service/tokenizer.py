@@ -33,6 +33,7 @@ class TextTokenizer:
         self._tokenizer = Tokenizer.from_file(str(path))
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_tokens)
+        self.added_tokens = len(self._tokenizer.encode("").ids)  # special tokens every text gets ([CLS], [SEP])
 
     def encode_batch(self, texts: Sequence[str]) -> list[Encoded]:
         """Many texts on the library's own thread pool (worth it for long inputs)."""

@@ -24,47 +24,47 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61tento/v1/encoder.proto\x12\tatento.v1\"E\n\rAttentionSpec\x12\x0e\n\x06layers\x18\x01 \x03(\x05\x12\r\n\x05heads\x18\x02 \x03(\x05\x12\x15\n\raverage_heads\x18\x03 \x01(\x08\"\x99\x02\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x16\n\tnormalize\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12#\n\x07pooling\x18\x03 \x01(\x0e\x32\x12.atento.v1.Pooling\x12\x18\n\x10token_embeddings\x18\x04 \x01(\x08\x12+\n\tattention\x18\x05 \x01(\x0b\x32\x18.atento.v1.AttentionSpec\x12&\n\x0coutput_dtype\x18\x06 \x01(\x0e\x32\x10.atento.v1.DType\x12)\n\ntruncation\x18\x07 \x01(\x0e\x32\x15.atento.v1.Truncation\x12\x15\n\rreturn_tokens\x18\x08 \x01(\x08\x42\x0c\n\n_normalize\"F\n\x06Tensor\x12\x1f\n\x05\x64type\x18\x01 \x01(\x0e\x32\x10.atento.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"N\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05start\x18\x03 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x05\x12\x0f\n\x07special\x18\x05 \x01(\x08\"\xeb\x01\n\x08\x45ncoding\x12$\n\tembedding\x18\x01 \x01(\x0b\x32\x11.atento.v1.Tensor\x12+\n\x10token_embeddings\x18\x02 \x01(\x0b\x32\x11.atento.v1.Tensor\x12 \n\x06tokens\x18\x03 \x03(\x0b\x32\x10.atento.v1.Token\x12$\n\tattention\x18\x04 \x01(\x0b\x32\x11.atento.v1.Tensor\x12\x11\n\ttruncated\x18\x05 \x01(\x08\x12\x18\n\x10\x61ttention_layers\x18\x06 \x03(\x05\x12\x17\n\x0f\x61ttention_heads\x18\x07 \x03(\x05\"&\n\x05Usage\x12\r\n\x05texts\x18\x01 \x01(\x03\x12\x0e\n\x06tokens\x18\x02 \x01(\x03\"X\n\x07Timings\x12\x13\n\x0btokenize_ns\x18\x01 \x01(\x03\x12\x10\n\x08queue_ns\x18\x02 \x01(\x03\x12\x14\n\x0cinference_ns\x18\x03 \x01(\x03\x12\x10\n\x08total_ns\x18\x04 \x01(\x03\"\x8a\x01\n\rEmbedResponse\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.atento.v1.Encoding\x12\x1f\n\x05usage\x18\x02 \x01(\x0b\x32\x10.atento.v1.Usage\x12#\n\x07timings\x18\x03 \x01(\x0b\x32\x12.atento.v1.Timings\x12\r\n\x05model\x18\x04 \x01(\t\"K\n\x0fTokenizeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12)\n\ntruncation\x18\x02 \x01(\x0e\x32\x15.atento.v1.Truncation\"D\n\rTokenizedText\x12 \n\x06tokens\x18\x01 \x03(\x0b\x32\x10.atento.v1.Token\x12\x11\n\ttruncated\x18\x02 \x01(\x08\"=\n\x10TokenizeResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.atento.v1.TokenizedText\"\x15\n\x13GetModelInfoRequest\"\xd2\x01\n\x06Limits\x12\x1d\n\x15max_texts_per_request\x18\x01 \x01(\x05\x12\x1a\n\x12max_chars_per_text\x18\x02 \x01(\x05\x12\x18\n\x10max_batch_tokens\x18\x03 \x01(\x05\x12\x16\n\x0emax_batch_size\x18\x04 \x01(\x05\x12\x18\n\x10max_queued_texts\x18\x05 \x01(\x05\x12!\n\x19max_receive_message_bytes\x18\x06 \x01(\x03\x12\x1e\n\x16max_send_message_bytes\x18\x07 \x01(\x03\"\xc5\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bhidden_size\x18\x02 \x01(\x05\x12\x12\n\nnum_layers\x18\x03 \x01(\x05\x12\x11\n\tnum_heads\x18\x04 \x01(\x05\x12\x12\n\nmax_tokens\x18\x05 \x01(\x05\x12!\n\x06limits\x18\x06 \x01(\x0b\x32\x11.atento.v1.Limits\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\x15\n\rbundle_sha256\x18\x08 \x01(\t\x12\x16\n\x0e\x61tento_version\x18\t \x01(\t\x12+\n\x0f\x64\x65\x66\x61ult_pooling\x18\n \x01(\x0e\x32\x12.atento.v1.Pooling\x12\x19\n\x11\x64\x65\x66\x61ult_normalize\x18\x0b \x01(\x08\x12\x1b\n\x13\x61ttention_available\x18\x0c \x01(\x08\x12\x11\n\tprecision\x18\r \x01(\t*W\n\x07Pooling\x12\x17\n\x13POOLING_UNSPECIFIED\x10\x00\x12\x10\n\x0cPOOLING_MEAN\x10\x01\x12\x0f\n\x0bPOOLING_CLS\x10\x02\x12\x10\n\x0cPOOLING_NONE\x10\x03*D\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT16\x10\x02*R\n\nTruncation\x12\x1a\n\x16TRUNCATION_UNSPECIFIED\x10\x00\x12\x14\n\x10TRUNCATION_ERROR\x10\x01\x12\x12\n\x0eTRUNCATION_CUT\x10\x02\x32\x96\x02\n\x07\x45ncoder\x12:\n\x05\x45mbed\x12\x17.atento.v1.EmbedRequest\x1a\x18.atento.v1.EmbedResponse\x12\x44\n\x0b\x45mbedStream\x12\x17.atento.v1.EmbedRequest\x1a\x18.atento.v1.EmbedResponse(\x01\x30\x01\x12\x43\n\x08Tokenize\x12\x1a.atento.v1.TokenizeRequest\x1a\x1b.atento.v1.TokenizeResponse\x12\x44\n\x0cGetModelInfo\x12\x1e.atento.v1.GetModelInfoRequest\x1a\x14.atento.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61tento/v1/encoder.proto\x12\tatento.v1\"E\n\rAttentionSpec\x12\x0e\n\x06layers\x18\x01 \x03(\x05\x12\r\n\x05heads\x18\x02 \x03(\x05\x12\x15\n\raverage_heads\x18\x03 \x01(\x08\"\xa7\x02\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x16\n\tnormalize\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12#\n\x07pooling\x18\x03 \x01(\x0e\x32\x12.atento.v1.Pooling\x12\x18\n\x10token_embeddings\x18\x04 \x01(\x08\x12+\n\tattention\x18\x05 \x01(\x0b\x32\x18.atento.v1.AttentionSpec\x12&\n\x0coutput_dtype\x18\x06 \x01(\x0e\x32\x10.atento.v1.DType\x12)\n\ntruncation\x18\x07 \x01(\x0e\x32\x15.atento.v1.Truncation\x12\x15\n\rreturn_tokens\x18\x08 \x01(\x08\x12\x0c\n\x04\x62ulk\x18\x0c \x01(\x08\x42\x0c\n\n_normalize\"F\n\x06Tensor\x12\x1f\n\x05\x64type\x18\x01 \x01(\x0e\x32\x10.atento.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"N\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05start\x18\x03 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x05\x12\x0f\n\x07special\x18\x05 \x01(\x08\"\xeb\x01\n\x08\x45ncoding\x12$\n\tembedding\x18\x01 \x01(\x0b\x32\x11.atento.v1.Tensor\x12+\n\x10token_embeddings\x18\x02 \x01(\x0b\x32\x11.atento.v1.Tensor\x12 \n\x06tokens\x18\x03 \x03(\x0b\x32\x10.atento.v1.Token\x12$\n\tattention\x18\x04 \x01(\x0b\x32\x11.atento.v1.Tensor\x12\x11\n\ttruncated\x18\x05 \x01(\x08\x12\x18\n\x10\x61ttention_layers\x18\x06 \x03(\x05\x12\x17\n\x0f\x61ttention_heads\x18\x07 \x03(\x05\"&\n\x05Usage\x12\r\n\x05texts\x18\x01 \x01(\x03\x12\x0e\n\x06tokens\x18\x02 \x01(\x03\"X\n\x07Timings\x12\x13\n\x0btokenize_ns\x18\x01 \x01(\x03\x12\x10\n\x08queue_ns\x18\x02 \x01(\x03\x12\x14\n\x0cinference_ns\x18\x03 \x01(\x03\x12\x10\n\x08total_ns\x18\x04 \x01(\x03\"\x8a\x01\n\rEmbedResponse\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.atento.v1.Encoding\x12\x1f\n\x05usage\x18\x02 \x01(\x0b\x32\x10.atento.v1.Usage\x12#\n\x07timings\x18\x03 \x01(\x0b\x32\x12.atento.v1.Timings\x12\r\n\x05model\x18\x04 \x01(\t\"K\n\x0fTokenizeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12)\n\ntruncation\x18\x02 \x01(\x0e\x32\x15.atento.v1.Truncation\"D\n\rTokenizedText\x12 \n\x06tokens\x18\x01 \x03(\x0b\x32\x10.atento.v1.Token\x12\x11\n\ttruncated\x18\x02 \x01(\x08\"=\n\x10TokenizeResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.atento.v1.TokenizedText\"\x15\n\x13GetModelInfoRequest\"\xd2\x01\n\x06Limits\x12\x1d\n\x15max_texts_per_request\x18\x01 \x01(\x05\x12\x1a\n\x12max_chars_per_text\x18\x02 \x01(\x05\x12\x18\n\x10max_batch_tokens\x18\x03 \x01(\x05\x12\x16\n\x0emax_batch_size\x18\x04 \x01(\x05\x12\x18\n\x10max_queued_texts\x18\x05 \x01(\x05\x12!\n\x19max_receive_message_bytes\x18\x06 \x01(\x03\x12\x1e\n\x16max_send_message_bytes\x18\x07 \x01(\x03\"\xc5\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bhidden_size\x18\x02 \x01(\x05\x12\x12\n\nnum_layers\x18\x03 \x01(\x05\x12\x11\n\tnum_heads\x18\x04 \x01(\x05\x12\x12\n\nmax_tokens\x18\x05 \x01(\x05\x12!\n\x06limits\x18\x06 \x01(\x0b\x32\x11.atento.v1.Limits\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\x15\n\rbundle_sha256\x18\x08 \x01(\t\x12\x16\n\x0e\x61tento_version\x18\t \x01(\t\x12+\n\x0f\x64\x65\x66\x61ult_pooling\x18\n \x01(\x0e\x32\x12.atento.v1.Pooling\x12\x19\n\x11\x64\x65\x66\x61ult_normalize\x18\x0b \x01(\x08\x12\x1b\n\x13\x61ttention_available\x18\x0c \x01(\x08\x12\x11\n\tprecision\x18\r \x01(\t*W\n\x07Pooling\x12\x17\n\x13POOLING_UNSPECIFIED\x10\x00\x12\x10\n\x0cPOOLING_MEAN\x10\x01\x12\x0f\n\x0bPOOLING_CLS\x10\x02\x12\x10\n\x0cPOOLING_NONE\x10\x03*D\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT16\x10\x02*R\n\nTruncation\x12\x1a\n\x16TRUNCATION_UNSPECIFIED\x10\x00\x12\x14\n\x10TRUNCATION_ERROR\x10\x01\x12\x12\n\x0eTRUNCATION_CUT\x10\x02\x32\x96\x02\n\x07\x45ncoder\x12:\n\x05\x45mbed\x12\x17.atento.v1.EmbedRequest\x1a\x18.atento.v1.EmbedResponse\x12\x44\n\x0b\x45mbedStream\x12\x17.atento.v1.EmbedRequest\x1a\x18.atento.v1.EmbedResponse(\x01\x30\x01\x12\x43\n\x08Tokenize\x12\x1a.atento.v1.TokenizeRequest\x1a\x1b.atento.v1.TokenizeResponse\x12\x44\n\x0cGetModelInfo\x12\x1e.atento.v1.GetModelInfoRequest\x1a\x14.atento.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'atento.v1.encoder_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_POOLING']._serialized_start=1828
-  _globals['_POOLING']._serialized_end=1915
-  _globals['_DTYPE']._serialized_start=1917
-  _globals['_DTYPE']._serialized_end=1985
-  _globals['_TRUNCATION']._serialized_start=1987
-  _globals['_TRUNCATION']._serialized_end=2069
+  _globals['_POOLING']._serialized_start=1842
+  _globals['_POOLING']._serialized_end=1929
+  _globals['_DTYPE']._serialized_start=1931
+  _globals['_DTYPE']._serialized_end=1999
+  _globals['_TRUNCATION']._serialized_start=2001
+  _globals['_TRUNCATION']._serialized_end=2083
   _globals['_ATTENTIONSPEC']._serialized_start=38
   _globals['_ATTENTIONSPEC']._serialized_end=107
   _globals['_EMBEDREQUEST']._serialized_start=110
-  _globals['_EMBEDREQUEST']._serialized_end=391
-  _globals['_TENSOR']._serialized_start=393
-  _globals['_TENSOR']._serialized_end=463
-  _globals['_TOKEN']._serialized_start=465
-  _globals['_TOKEN']._serialized_end=543
-  _globals['_ENCODING']._serialized_start=546
-  _globals['_ENCODING']._serialized_end=781
-  _globals['_USAGE']._serialized_start=783
-  _globals['_USAGE']._serialized_end=821
-  _globals['_TIMINGS']._serialized_start=823
-  _globals['_TIMINGS']._serialized_end=911
-  _globals['_EMBEDRESPONSE']._serialized_start=914
-  _globals['_EMBEDRESPONSE']._serialized_end=1052
-  _globals['_TOKENIZEREQUEST']._serialized_start=1054
-  _globals['_TOKENIZEREQUEST']._serialized_end=1129
-  _globals['_TOKENIZEDTEXT']._serialized_start=1131
-  _globals['_TOKENIZEDTEXT']._serialized_end=1199
-  _globals['_TOKENIZERESPONSE']._serialized_start=1201
-  _globals['_TOKENIZERESPONSE']._serialized_end=1262
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1264
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1285
-  _globals['_LIMITS']._serialized_start=1288
-  _globals['_LIMITS']._serialized_end=1498
-  _globals['_MODELINFO']._serialized_start=1501
-  _globals['_MODELINFO']._serialized_end=1826
-  _globals['_ENCODER']._serialized_start=2072
-  _globals['_ENCODER']._serialized_end=2350
+  _globals['_EMBEDREQUEST']._serialized_end=405
+  _globals['_TENSOR']._serialized_start=407
+  _globals['_TENSOR']._serialized_end=477
+  _globals['_TOKEN']._serialized_start=479
+  _globals['_TOKEN']._serialized_end=557
+  _globals['_ENCODING']._serialized_start=560
+  _globals['_ENCODING']._serialized_end=795
+  _globals['_USAGE']._serialized_start=797
+  _globals['_USAGE']._serialized_end=835
+  _globals['_TIMINGS']._serialized_start=837
+  _globals['_TIMINGS']._serialized_end=925
+  _globals['_EMBEDRESPONSE']._serialized_start=928
+  _globals['_EMBEDRESPONSE']._serialized_end=1066
+  _globals['_TOKENIZEREQUEST']._serialized_start=1068
+  _globals['_TOKENIZEREQUEST']._serialized_end=1143
+  _globals['_TOKENIZEDTEXT']._serialized_start=1145
+  _globals['_TOKENIZEDTEXT']._serialized_end=1213
+  _globals['_TOKENIZERESPONSE']._serialized_start=1215
+  _globals['_TOKENIZERESPONSE']._serialized_end=1276
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1278
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1299
+  _globals['_LIMITS']._serialized_start=1302
+  _globals['_LIMITS']._serialized_end=1512
+  _globals['_MODELINFO']._serialized_start=1515
+  _globals['_MODELINFO']._serialized_end=1840
+  _globals['_ENCODER']._serialized_start=2086
+  _globals['_ENCODER']._serialized_end=2364
 # @@protoc_insertion_point(module_scope)

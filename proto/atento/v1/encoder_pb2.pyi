@@ -47,7 +47,7 @@ class AttentionSpec(_message.Message):
     def __init__(self, layers: _Optional[_Iterable[int]] = ..., heads: _Optional[_Iterable[int]] = ..., average_heads: _Optional[bool] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("texts", "normalize", "pooling", "token_embeddings", "attention", "output_dtype", "truncation", "return_tokens")
+    __slots__ = ("texts", "normalize", "pooling", "token_embeddings", "attention", "output_dtype", "truncation", "return_tokens", "bulk")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     POOLING_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class EmbedRequest(_message.Message):
     OUTPUT_DTYPE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATION_FIELD_NUMBER: _ClassVar[int]
     RETURN_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    BULK_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     normalize: bool
     pooling: Pooling
@@ -64,7 +65,8 @@ class EmbedRequest(_message.Message):
     output_dtype: DType
     truncation: Truncation
     return_tokens: bool
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., token_embeddings: _Optional[bool] = ..., attention: _Optional[_Union[AttentionSpec, _Mapping]] = ..., output_dtype: _Optional[_Union[DType, str]] = ..., truncation: _Optional[_Union[Truncation, str]] = ..., return_tokens: _Optional[bool] = ...) -> None: ...
+    bulk: bool
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., token_embeddings: _Optional[bool] = ..., attention: _Optional[_Union[AttentionSpec, _Mapping]] = ..., output_dtype: _Optional[_Union[DType, str]] = ..., truncation: _Optional[_Union[Truncation, str]] = ..., return_tokens: _Optional[bool] = ..., bulk: _Optional[bool] = ...) -> None: ...
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
