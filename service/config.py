@@ -95,6 +95,15 @@ class Settings(BaseSettings):
             raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
         return self
 
+    @model_validator(mode="after")
+    def _queue_holds_a_request(self) -> Settings:
+        if self.max_queued_texts < self.max_texts_per_request:
+            raise ValueError(
+                f"max_queued_texts ({self.max_queued_texts}) is smaller than max_texts_per_request "
+                f"({self.max_texts_per_request}): a full-sized request could never be queued"
+            )
+        return self
+
     @property
     def queued_tokens_bound(self) -> int:
         """``max_queued_tokens``, or its default: 16 batches' worth of tokens."""
