@@ -163,7 +163,8 @@ class Batcher:
                     self._drop_dead()
                     if not self._pending:
                         continue
-                return self._take()
+                lane = self.limits.workers > 1 and self._bulk_running >= self.limits.workers - 1
+                return self._take(interactive_only=lane)
             if self._closed and not self._pending:
                 return None
             self._wakeup.clear()
@@ -204,11 +205,13 @@ class Batcher:
         if len(alive) != len(self._pending):
             self._pending = alive
 
-    def _take(self) -> list[WorkItem]:
-        """The oldest interactive texts for the graph of the oldest one, then the oldest bulk texts
-        for that graph, while they fit the budgets."""
+    def _take(self, interactive_only: bool = False) -> list[WorkItem]:
+        """The oldest interactive texts for the graph of the oldest one, then (unless
+        ``interactive_only``: the worker kept free of bulk work) the oldest bulk texts for that
+        graph, while they fit the budgets."""
         ordered = [item for item in self._pending if not item.reservation.bulk]
-        ordered += [item for item in self._pending if item.reservation.bulk]
+        if not interactive_only:
+            ordered += [item for item in self._pending if item.reservation.bulk]
         graph = ordered[0].graph
         batch: list[WorkItem] = []
         tokens = 0

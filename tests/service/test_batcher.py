@@ -104,6 +104,11 @@ def test_bulk_texts_fill_batches_after_interactive_ones(runtime: Runtime) -> Non
         batches = []
         while batcher.queued:
             batches.append([names[id(item)] for item in batcher._take()])
+        for bulk in (True, False):
+            batcher.submit([text(5)], graph=FAST, deadline=None, reservation=batcher.admit(1, 5, bulk=bulk))
+        lane = batcher._take(interactive_only=True)  # the worker kept free of bulk work
+        assert [item.reservation.bulk for item in lane] == [False]
+        batcher._take()
         assert batcher.admission.tokens == 0  # every taken text left the queue's budget
         return batches
 
