@@ -33,7 +33,9 @@ class EmbedOptions(TypedDict, total=False):
 
     normalize, pooling: the model's own (None); token_embeddings: False (per-token vectors);
     attention: None (an AttentionSelection, or True for every layer and head); dtype: "float32";
-    truncate: False (a text over the model's maximum fails instead of being cut); tokens: False.
+    truncate: False (a text over the model's maximum fails instead of being cut); tokens: False;
+    bulk: False (True for indexing and backfills: the server fills batches with interactive texts
+    first and lets bulk work hold only its share of the queue; ``embed_stream`` defaults to True).
     """
 
     normalize: bool | None
@@ -43,6 +45,7 @@ class EmbedOptions(TypedDict, total=False):
     dtype: DTypeName
     truncate: bool
     tokens: bool
+    bulk: bool
 
 
 def texts_list(texts: str | Sequence[str]) -> list[str]:
@@ -101,6 +104,7 @@ def embed_request(texts: str | Sequence[str], **options: Unpack[EmbedOptions]) -
         output_dtype=DTYPE[dtype],
         truncation=truncation(options.get("truncate", False)),
         return_tokens=yes_no("tokens", options.get("tokens", False)),
+        bulk=yes_no("bulk", options.get("bulk", False)),
     )
     normalize = options.get("normalize")
     if normalize is not None:
