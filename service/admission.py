@@ -120,4 +120,3 @@ class Admission:
             self.bulk_tokens += tokens
             self.bulk_texts += texts
         self.metrics.queue_tokens.set(self.tokens)
-        self.metrics.queue_depth.set(self.texts)

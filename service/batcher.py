@@ -121,6 +121,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         items = [WorkItem(e, graph, deadline, loop.create_future(), reservation) for e in encoded]
         self._pending.extend(items)
+        self.metrics.queue_depth.set(len(self._pending))
         self._wakeup.set()
         return items
 
@@ -204,6 +205,7 @@ class Batcher:
             item.reservation.release(1, len(item))
         if len(alive) != len(self._pending):
             self._pending = alive
+            self.metrics.queue_depth.set(len(alive))
 
     def _take(self, interactive_only: bool = False) -> list[WorkItem]:
         """The oldest interactive texts for the graph of the oldest one, then (unless
@@ -227,6 +229,7 @@ class Batcher:
                 batch.pop()  # the estimate packed it tighter than pack_by_width does
         chosen = {id(item) for item in batch}
         self._pending = [item for item in self._pending if id(item) not in chosen]
+        self.metrics.queue_depth.set(len(self._pending))
         for item in batch:
             item.reservation.release(1, len(item))
         return batch

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
         0,
         ge=0,
         description="tokens waiting for a batch, counted before tokenising by an upper bound; past it: "
-        "RESOURCE_EXHAUSTED; 0 = 16 x max_batch_tokens",
+        "RESOURCE_EXHAUSTED; 0 = 16 batches or two full requests at the model's maximum, the larger",
     )
     bulk_queue_share: float = Field(
         0.5, gt=0, le=1, description="share of the queue bulk requests may hold (interactive ones may use it all)"
@@ -104,10 +104,11 @@ class Settings(BaseSettings):
             )
         return self
 
-    @property
-    def queued_tokens_bound(self) -> int:
-        """``max_queued_tokens``, or its default: 16 batches' worth of tokens."""
-        return self.max_queued_tokens or 16 * self.max_batch_tokens
+    def queued_tokens_bound(self, model_max_tokens: int) -> int:
+        """``max_queued_tokens``, or its default: room for 16 batches, or for two requests of
+        ``max_texts_per_request`` texts at the model's maximum if that is more."""
+        room = max(16 * self.max_batch_tokens, 2 * self.max_texts_per_request * model_max_tokens)
+        return self.max_queued_tokens or room
 
     @property
     def max_receive_message_bytes(self) -> int:

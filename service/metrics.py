@@ -91,9 +91,7 @@ class Metrics:
         )
         self.texts = Counter("atento_texts", "Texts embedded", registry=registry)
         self.tokens = Counter("atento_tokens", "Tokens computed, padding excluded", registry=registry)
-        self.queue_depth = Gauge(
-            "atento_queue_depth", "Texts admitted and not yet in a batch (tokenising or waiting)", registry=registry
-        )
+        self.queue_depth = Gauge("atento_queue_depth", "Texts waiting for a batch", registry=registry)
         self.queue_capacity = Gauge("atento_queue_capacity", "The queue bound, in texts", registry=registry)
         self.queue_tokens = Gauge(
             "atento_queue_tokens",

@@ -208,7 +208,7 @@ class AtentoServer:
             max_batch_size=settings.max_batch_size,
             row_tokens=settings.row_tokens,
             max_queued_texts=settings.max_queued_texts,
-            max_queued_tokens=settings.queued_tokens_bound,
+            max_queued_tokens=settings.queued_tokens_bound(tokenizer.max_tokens),
             bulk_queue_share=settings.bulk_queue_share,
             max_attention_batch_bytes=settings.max_attention_batch_mib << 20,
             max_wait_s=settings.max_wait_ms / 1000,

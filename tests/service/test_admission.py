@@ -63,12 +63,12 @@ def test_two_budgets_and_the_empty_queue() -> None:
         admission.reserve(1, 401)  # tokens
     with pytest.raises(Overloaded):
         admission.reserve(7, 10)  # texts
-    assert gauge(metrics, "atento_queue_tokens") == 600 and gauge(metrics, "atento_queue_depth") == 4
+    assert gauge(metrics, "atento_queue_tokens") == 600 and admission.texts == 4
     first.settle(150)  # tokenised: the real count replaces the bound
     second = admission.reserve(6, 850)
     assert gauge(metrics, "atento_queue_tokens") == 1000
     first.release(1, 50)  # one text went into a batch
-    assert gauge(metrics, "atento_queue_tokens") == 950 and gauge(metrics, "atento_queue_depth") == 9
+    assert gauge(metrics, "atento_queue_tokens") == 950 and admission.texts == 9
     first.close()
     second.close()
     first.close()  # closing twice frees nothing twice
