@@ -3,8 +3,10 @@
 Texts from every concurrent call wait in one queue. A worker takes them oldest first, within a
 token budget and a batch-size bound, so nothing starves; it packs them several to a row (see
 ``packing``), so that short and long texts share a batch with little padding. Texts
-whose deadline passed or whose call was cancelled are dropped before they cost anything. Past the
-queue bound, submissions are refused with a retry hint derived from the measured throughput.
+whose deadline passed or whose call was cancelled are dropped before they cost anything. Requests
+enter the queue through ``admission`` (by an upper bound on their tokens, before tokenising); past
+the queue's bounds they are refused with a retry hint derived from the measured throughput. Bulk
+texts fill a batch only after every interactive text waiting for the same graph.
 ONNX Runtime runs in a worker thread, off the event loop.
 """
 
@@ -19,10 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .admission import Admission, Reservation
 from .bundle import GraphRole
-from .errors import DeadlineExceeded, NotReady, Overloaded, Quota
+from .errors import DeadlineExceeded, NotReady
 from .metrics import Metrics
-from .packing import pack_by_width
+from .packing import PackedRun, pack_by_width
 from .runtime import Runtime
 from .tokenizer import Encoded
 
@@ -39,6 +42,8 @@ class BatchLimits:
     max_wait_s: float = 0.0
     retry_after_min_s: float = 0.1
     workers: int = 1
+    max_queued_tokens: int = 1 << 20
+    bulk_queue_share: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class WorkItem:
     graph: GraphRole  # which graph the text must run through; a batch never mixes graphs
     deadline: float | None  # time.perf_counter() value, or None for no deadline
     future: asyncio.Future[ItemOutput]
+    reservation: Reservation  # its request's share of the queue, released as the text leaves it
     enqueued: float = field(default_factory=time.perf_counter)
 
     def __len__(self) -> int:
@@ -70,7 +76,10 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="atento-ort")
         self._workers: list[asyncio.Task[None]] = []
         self._tokens_per_second = 0.0  # moving average, for the retry hint
-        metrics.queue_capacity.set(limits.max_queued_texts)
+        self._bulk_running = 0  # bulk-only batches being computed
+        self.admission = Admission(
+            limits.max_queued_texts, limits.max_queued_tokens, limits.bulk_queue_share, metrics, self._retry_after
+        )
         model = runtime.bundle.model
         self._map_bytes_per_cell = model.num_layers * model.num_heads * 4  # float32 per (query, key)
 
@@ -81,27 +90,36 @@ class Batcher:
     def queued(self) -> int:
         return len(self._pending)
 
+    def _retry_after(self, waiting_tokens: int) -> float:
+        rate = self._tokens_per_second or 2000.0  # before any measurement, a modest CPU's rate
+        return min(30.0, max(self.limits.retry_after_min_s, waiting_tokens / rate))
+
     def retry_after(self) -> float:
         """Seconds until the queue should have room: what waits, over the measured throughput."""
-        waiting = sum(len(item) for item in self._pending)
-        rate = self._tokens_per_second or 2000.0  # before any measurement, a modest CPU's rate
-        return min(30.0, max(self.limits.retry_after_min_s, waiting / rate))
+        return self._retry_after(self.admission.tokens)
 
-    def submit(self, encoded: Sequence[Encoded], *, graph: GraphRole, deadline: float | None) -> list[WorkItem]:
-        """Queue one request's texts, or refuse them all: NotReady when closed, Overloaded when full."""
+    def admit(self, texts: int, tokens: int, *, bulk: bool = False) -> Reservation:
+        """Room in the queue for ``texts`` texts of at most ``tokens`` tokens, before tokenising them:
+        NotReady when closed, Overloaded when full."""
         if self._closed:
             raise NotReady("the server is shutting down; retry on another replica", reason="SHUTTING_DOWN")
-        if len(self._pending) + len(encoded) > self.limits.max_queued_texts:
-            self.metrics.rejected.labels("queue_full").inc()
-            retry_after = self.retry_after()
-            log.info("queue full: refused %d texts, retry after %.0f ms", len(encoded), retry_after * 1000)
-            raise Overloaded(
-                f"queue full: {len(self._pending)} texts waiting, bound {self.limits.max_queued_texts}",
-                retry_after,
-                quota=Quota("max_queued_texts", f"at most {self.limits.max_queued_texts} texts wait for a batch"),
-            )
+        return self.admission.reserve(texts, tokens, bulk=bulk)
+
+    def submit(
+        self,
+        encoded: Sequence[Encoded],
+        *,
+        graph: GraphRole,
+        deadline: float | None,
+        reservation: Reservation | None = None,
+    ) -> list[WorkItem]:
+        """Queue one request's tokenised texts within ``reservation`` (admitted now when None)."""
+        if self._closed:
+            raise NotReady("the server is shutting down; retry on another replica", reason="SHUTTING_DOWN")
+        if reservation is None:
+            reservation = self.admit(len(encoded), sum(len(e) for e in encoded))
         loop = asyncio.get_running_loop()
-        items = [WorkItem(e, graph, deadline, loop.create_future()) for e in encoded]
+        items = [WorkItem(e, graph, deadline, loop.create_future(), reservation) for e in encoded]
         self._pending.extend(items)
         self.metrics.queue_depth.set(len(self._pending))
         self._wakeup.set()
@@ -120,6 +138,8 @@ class Batcher:
             batch = await self._next_batch()
             if batch is None:
                 return
+            bulk = all(item.reservation.bulk for item in batch)
+            self._bulk_running += bulk
             try:
                 outputs = await loop.run_in_executor(self._executor, self._compute, batch)
             except Exception as error:  # an ORT failure fails this batch's calls, not the server
@@ -128,6 +148,9 @@ class Batcher:
                     if not item.future.done():
                         item.future.set_exception(error)
                 continue
+            finally:
+                self._bulk_running -= bulk
+                self._wakeup.set()  # a worker held back from bulk work may take it now
             for item, output in zip(batch, outputs, strict=True):
                 if not item.future.done():  # cancelled while computing: nobody waits any more
                     item.future.set_result(output)
@@ -135,19 +158,25 @@ class Batcher:
     async def _next_batch(self) -> list[WorkItem] | None:
         while True:
             self._drop_dead()
-            if self._pending:
+            if self._pending and self._may_take():
                 if self.limits.max_wait_s > 0 and not self._closed:
                     await self._wait_for_more()
                     self._drop_dead()
                     if not self._pending:
                         continue
-                batch = self._take()
-                self.metrics.queue_depth.set(len(self._pending))
-                return batch
-            if self._closed:
+                lane = self.limits.workers > 1 and self._bulk_running >= self.limits.workers - 1
+                return self._take(interactive_only=lane)
+            if self._closed and not self._pending:
                 return None
             self._wakeup.clear()
             await self._wakeup.wait()
+
+    def _may_take(self) -> bool:
+        """With several workers, bulk-only batches never take the last free one: it stays for
+        interactive texts, which then wait for no bulk batch at all."""
+        if self.limits.workers == 1 or self._bulk_running < self.limits.workers - 1:
+            return True
+        return any(not item.reservation.bulk for item in self._pending)
 
     async def _wait_for_more(self) -> None:
         """Hold an under-full batch back until the oldest text has waited max_wait_s."""
@@ -172,35 +201,65 @@ class Batcher:
                 item.future.set_exception(DeadlineExceeded("the deadline passed while the text was queued"))
             else:
                 alive.append(item)
+                continue
+            item.reservation.release(1, len(item))
         if len(alive) != len(self._pending):
             self._pending = alive
             self.metrics.queue_depth.set(len(alive))
 
-    def _take(self) -> list[WorkItem]:
-        """The oldest texts for the oldest text's graph, while they fit the budgets."""
-        graph = self._pending[0].graph
+    def _take(self, interactive_only: bool = False) -> list[WorkItem]:
+        """The oldest interactive texts for the graph of the oldest one, then (unless
+        ``interactive_only``: the worker kept free of bulk work) the oldest bulk texts for that
+        graph, while they fit the budgets."""
+        ordered = [item for item in self._pending if not item.reservation.bulk]
+        if not interactive_only:
+            ordered += [item for item in self._pending if item.reservation.bulk]
+        graph = ordered[0].graph
         batch: list[WorkItem] = []
-        tokens = longest = 0
-        for item in self._pending:
+        tokens = 0
+        for item in ordered:
             if item.graph is not graph:
                 continue
-            grown_tokens, grown_longest = tokens + len(item), max(longest, len(item))
-            if batch and not self._fits(len(batch) + 1, grown_tokens, grown_longest, graph):
+            if batch and not self._fits(batch, item, tokens + len(item)):
                 break
             batch.append(item)
-            tokens, longest = grown_tokens, grown_longest
+            tokens += len(item)
+        if graph is GraphRole.ATTENTION_MAPS:
+            while len(batch) > 1 and self._attention_bytes(batch) > self.limits.max_attention_batch_bytes:
+                batch.pop()  # the estimate packed it tighter than pack_by_width does
         chosen = {id(item) for item in batch}
         self._pending = [item for item in self._pending if id(item) not in chosen]
+        self.metrics.queue_depth.set(len(self._pending))
+        for item in batch:
+            item.reservation.release(1, len(item))
         return batch
 
-    def _fits(self, count: int, tokens: int, longest: int, graph: GraphRole) -> bool:
-        if count > self.limits.max_batch_size or tokens > self.limits.max_batch_tokens:
+    def _fits(self, batch: list[WorkItem], item: WorkItem, tokens: int) -> bool:
+        if len(batch) + 1 > self.limits.max_batch_size or tokens > self.limits.max_batch_tokens:
             return False
-        if graph is not GraphRole.ATTENTION_MAPS:
+        if item.graph is not GraphRole.ATTENTION_MAPS:
             return True
-        width = max(longest, min(self.limits.row_tokens, tokens))
-        rows = -(-tokens // width) + 1  # packing leaves at most about one row's worth of slack
-        return rows * width * width * self._map_bytes_per_cell <= self.limits.max_attention_batch_bytes
+        return self._attention_estimate([*batch, item]) <= self.limits.max_attention_batch_bytes
+
+    def _attention_estimate(self, batch: list[WorkItem]) -> int:
+        """The attention maps' bytes, as ``pack_by_width`` runs them: short texts packed into rows of
+        up to ``row_tokens`` (counted as perfectly packed: ``_take`` checks the real layout after),
+        longer ones one to a row as wide as the longest. Per run: rows x width x width x cell."""
+        row = self.limits.row_tokens
+        short = [len(item) for item in batch if len(item) <= row]
+        long = [len(item) for item in batch if len(item) > row]
+        cells = 0
+        if short:
+            width = max(max(short), min(row, sum(short)))
+            cells += -(-sum(short) // width) * width * width
+        if long:
+            cells += len(long) * max(long) ** 2
+        return cells * self._map_bytes_per_cell
+
+    def _attention_bytes(self, batch: list[WorkItem]) -> int:
+        """The attention maps' bytes the attention-maps graph will allocate for ``batch``: exactly."""
+        runs = pack_by_width([item.encoded for item in batch], self.limits.row_tokens, self.runtime.row_align)
+        return sum(attention_cells(run) for run in runs) * self._map_bytes_per_cell
 
     def _compute(self, batch: list[WorkItem]) -> list[ItemOutput]:
         """In a worker thread: pack (``pack_by_width``), run ONNX Runtime, slice each text back out."""
@@ -235,3 +294,9 @@ class Batcher:
             m.input_tokens.observe(len(item))
             results.append(ItemOutput(states, attn, queue_s, inference_s))
         return results
+
+
+def attention_cells(run: PackedRun) -> int:
+    """(query, key) pairs per layer and head of one run: rows x width x width."""
+    rows, width = run.inputs["input_ids"].shape  # (B, S)
+    return int(rows * width * width)

@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(0.0, ge=0, description="how long an idle batcher waits for more texts; 0 = none")
     max_attention_batch_mib: int = Field(256, ge=1, description="attention maps computed per batch, in MiB")
     max_queued_texts: int = Field(4096, ge=1, description="texts waiting for a batch; past it: RESOURCE_EXHAUSTED")
+    max_queued_tokens: int = Field(
+        0,
+        ge=0,
+        description="tokens waiting for a batch, counted before tokenising by an upper bound; past it: "
+        "RESOURCE_EXHAUSTED; 0 = 16 batches or two full requests at the model's maximum, the larger",
+    )
+    bulk_queue_share: float = Field(
+        0.5, gt=0, le=1, description="share of the queue bulk requests may hold (interactive ones may use it all)"
+    )
     retry_after_min_ms: int = Field(100, ge=1, description="the least retry hint sent with RESOURCE_EXHAUSTED")
 
     # Per-request limits, enforced before any work.
@@ -92,6 +101,21 @@ class Settings(BaseSettings):
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
         return self
+
+    @model_validator(mode="after")
+    def _queue_holds_a_request(self) -> Settings:
+        if self.max_queued_texts < self.max_texts_per_request:
+            raise ValueError(
+                f"max_queued_texts ({self.max_queued_texts}) is smaller than max_texts_per_request "
+                f"({self.max_texts_per_request}): a full-sized request could never be queued"
+            )
+        return self
+
+    def queued_tokens_bound(self, model_max_tokens: int) -> int:
+        """``max_queued_tokens``, or its default: room for 16 batches, or for two requests of
+        ``max_texts_per_request`` texts at the model's maximum if that is more."""
+        room = max(16 * self.max_batch_tokens, 2 * self.max_texts_per_request * model_max_tokens)
+        return self.max_queued_tokens or room
 
     @property
     def max_receive_message_bytes(self) -> int:

@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from . import requests
-from .batcher import Batcher, ItemOutput
+from .admission import token_bound
+from .batcher import Batcher, ItemOutput, WorkItem
 from .bundle import Bundle
 from .config import Settings
 from .metrics import Metrics
@@ -75,22 +76,37 @@ class Engine:
         return encoded, elapsed
 
     async def embed(
-        self, texts: Sequence[str], options: EmbedOptions, deadline: float | None, prefix: str = ""
+        self,
+        texts: Sequence[str],
+        options: EmbedOptions,
+        deadline: float | None,
+        prefix: str = "",
+        *,
+        bulk: bool = False,
     ) -> Embedded:
-        """Tokenise, check the lengths and the response size, and wait for every text's outputs.
+        """Admit, tokenise, check the lengths and the response size, and wait for every text's outputs.
 
         ``deadline`` is a ``time.perf_counter()`` value (None: none); ``prefix`` goes in front of
-        the field names of refusals (``requests[3].``). Cancelled, it drops what is still queued.
+        the field names of refusals (``requests[3].``); ``bulk`` texts fill batches after interactive
+        ones. The request is admitted to the queue by an upper bound on its tokens before it is
+        tokenised (``admission``), so a full queue refuses it before any work. Cancelled, it drops
+        what is still queued.
         """
-        encoded, tokenize_s = await self.tokenize(texts, options.prompt)
-        requests.check_lengths(encoded, options.cut, self.tokenizer.max_tokens, prefix)
-        requests.check_response_size(encoded, options, self.bundle.model, self.settings.max_send_message_bytes)
-        items = self.batcher.submit(encoded, graph=options.graph, deadline=deadline)
+        limit, added = self.tokenizer.max_tokens, self.tokenizer.added_tokens
+        bound = sum(token_bound(options.prompt + text, limit, added) for text in texts)  # the prompt counts too
+        reservation = self.batcher.admit(len(texts), bound, bulk=bulk)
+        items: list[WorkItem] = []
         try:
+            encoded, tokenize_s = await self.tokenize(texts, options.prompt)
+            reservation.settle(sum(len(e) for e in encoded))
+            requests.check_lengths(encoded, options.cut, self.tokenizer.max_tokens, prefix)
+            requests.check_response_size(encoded, options, self.bundle.model, self.settings.max_send_message_bytes)
+            items = self.batcher.submit(encoded, graph=options.graph, deadline=deadline, reservation=reservation)
             outputs: list[ItemOutput] = await asyncio.gather(*(item.future for item in items))
         finally:
             for item in items:  # on failure or cancellation, nothing else of this call is worth computing
                 item.future.cancel()
+            reservation.close()
         return Embedded(encoded, outputs, tokenize_s, self.sentence_embeddings(encoded, outputs, options))
 
     def sentence_embeddings(

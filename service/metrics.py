@@ -95,6 +95,14 @@ class Metrics:
         self.tokens = Counter("atento_tokens", "Tokens computed, padding excluded", registry=registry)
         self.queue_depth = Gauge("atento_queue_depth", "Texts waiting for a batch", registry=registry)
         self.queue_capacity = Gauge("atento_queue_capacity", "The queue bound, in texts", registry=registry)
+        self.queue_tokens = Gauge(
+            "atento_queue_tokens",
+            "Tokens admitted and not yet in a batch: an upper bound while tokenising, then the real count",
+            registry=registry,
+        )
+        self.queue_capacity_tokens = Gauge(
+            "atento_queue_capacity_tokens", "The queue bound, in tokens (the one the HPA scales on)", registry=registry
+        )
         self.in_flight = Gauge("atento_in_flight_requests", "RPCs being worked on", ["method"], registry=registry)
         self.stream_tasks = Gauge(
             "atento_stream_tasks", "Tasks EmbedStream calls have running (readers and requests)", registry=registry

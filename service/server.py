@@ -11,13 +11,16 @@ answer at all, draining included, so a liveness probe never kills a pod that is 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import signal
+import socket
 import ssl
 from pathlib import Path
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .auth import BearerTokenInterceptor
@@ -76,20 +79,62 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
         return None
     pair = (_read(settings.tls_key, "TLS key"), _read(settings.tls_cert, "TLS certificate"))
     client_ca = _read(settings.tls_client_ca, "TLS client CA") if settings.tls_client_ca else None
+    _check_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)
 
 
+def _check_tls(cert: Path, key: Path, client_ca: Path | None) -> None:
+    """gRPC reports a bad certificate or key only as a failure to bind: say what is wrong instead."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as error:
+        if "KEY_VALUES_MISMATCH" in str(error) or "key values mismatch" in str(error):
+            raise StartupError(f"TLS key {key} does not match the certificate {cert}") from error
+        raise StartupError(f"TLS certificate {cert} or key {key} is not valid PEM: {error.reason}") from error
+    if client_ca is not None:
+        try:
+            context.load_verify_locations(client_ca)
+        except ssl.SSLError as error:
+            raise StartupError(f"TLS client CA {client_ca} is not a valid PEM bundle: {error.reason}") from error
+
+
+def grpc_address(host: str, port: int) -> str:
+    """``host:port`` as gRPC wants it: an IPv6 literal goes in brackets (``[::1]:50051``)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+def _why_not_bound(host: str, port: int) -> str:
+    """gRPC says only that binding failed: try the address ourselves to learn why."""
+    host = host.strip("[]")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as error:
+        return f"the host does not resolve ({error.strerror})"
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return "the port is in use"
+            if error.errno == errno.EADDRNOTAVAIL:
+                return "the address is not one of this machine's"
+            return error.strerror or str(error)
+    return "gRPC refused the address"
+
+
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:
-    address = f"{settings.host}:{settings.port}"
-    credentials = _credentials(settings)  # unreadable files fail here, naming the file
+    address = grpc_address(settings.host, settings.port)
+    credentials = _credentials(settings)  # unreadable or mismatched files fail here, naming the file
     try:
         if credentials is None:
             return int(server.add_insecure_port(address))
         return int(server.add_secure_port(address, credentials))
     except RuntimeError as error:
-        raise StartupError(
-            f"cannot listen on {address}: the port is in use or the address is not local ({error})"
-        ) from error
+        raise StartupError(f"cannot listen on {address}: {_why_not_bound(settings.host, settings.port)}") from error
 
 
 def _http_tls(settings: Settings) -> ssl.SSLContext | None:
@@ -140,7 +185,13 @@ class AtentoServer:
             head = SentenceHead.from_bundle(bundle)  # the Dense weights: refused here, in one line, if unreadable
         except BundleError as error:
             raise StartupError(f"bundle {settings.bundle}: {error}") from error
-        tokenizer = TextTokenizer(bundle.tokenizer_file, bundle.model.max_tokens)
+        try:
+            tokenizer = TextTokenizer(bundle.tokenizer_file, bundle.model.max_tokens)
+        except Exception as error:  # the tokenizers library raises plain Exceptions for bad JSON
+            raise StartupError(
+                f"bundle {settings.bundle}: {bundle.tokenizer_file.name} is not a tokenizer the tokenizers "
+                f"library can read: {str(error).splitlines()[0]}"
+            ) from error
         interceptors = []
         if settings.auth_token is not None:
             token = settings.auth_token.get_secret_value()
@@ -185,11 +236,14 @@ class AtentoServer:
             raise StartupError(
                 f"bundle {settings.bundle}: onnxruntime cannot run it: {str(error).splitlines()[0]}"
             ) from error
+        await self._check_positions(bundle, runtime)
         limits = BatchLimits(
             max_batch_tokens=settings.max_batch_tokens,
             max_batch_size=settings.max_batch_size,
             row_tokens=settings.row_tokens,
             max_queued_texts=settings.max_queued_texts,
+            max_queued_tokens=settings.queued_tokens_bound(tokenizer.max_tokens),
+            bulk_queue_share=settings.bulk_queue_share,
             max_attention_batch_bytes=settings.max_attention_batch_mib << 20,
             max_wait_s=settings.max_wait_ms / 1000,
             retry_after_min_s=settings.retry_after_min_ms / 1000,
@@ -210,6 +264,20 @@ class AtentoServer:
         self.metrics.ready.set(1)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving %s on %s (bundle %s)", bundle.model.name, runtime.provider, bundle.sha256[:12])
+
+    async def _check_positions(self, bundle: Bundle, runtime: Runtime) -> None:
+        """One text of ``max_positions`` tokens through the fast graph: a manifest that promises more
+        positions than the graph's position table holds fails here, not on a user's long text."""
+        longest = bundle.model.max_positions
+        ids = np.full((1, longest), 1000, dtype=np.int64)  # (1, S)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, runtime.run, feeds)
+        except Exception as error:
+            raise StartupError(
+                f"bundle {self.settings.bundle}: the manifest's model.max_positions ({longest}) is more than the "
+                f"graph can run ({str(error).splitlines()[0]})"
+            ) from error
 
     async def drain(self) -> None:
         """Refuse new work, let in-flight calls finish within drain_seconds, then stop."""
@@ -248,7 +316,8 @@ class AtentoServer:
 
 
 async def serve(settings: Settings) -> int:
-    """Run until SIGTERM or SIGINT; 0 after a clean drain, 1 when start-up fails."""
+    """Run until SIGTERM or SIGINT; 0 after a clean drain, 2 when start-up fails for a reason it names
+    (the configuration, the bundle, the address), 1 for anything else."""
     log.info("atento %s starting with %s", atento_version(), json.dumps(settings.redacted(), sort_keys=True))
     server = AtentoServer(settings)
     loop = asyncio.get_running_loop()
@@ -259,11 +328,11 @@ async def serve(settings: Settings) -> int:
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if starting.done() and (error := starting.exception()) is not None:
         stopping.cancel()
+        await server.close_listeners()
         if isinstance(error, StartupError):
             log.error("cannot start: %s", error)
-        else:
-            log.error("cannot start", exc_info=error)
-        await server.close_listeners()
+            return 2
+        log.error("cannot start", exc_info=error)
         return 1
     await stopping
     if not starting.done():  # asked to stop while still loading

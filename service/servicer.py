@@ -19,6 +19,7 @@ import grpc
 from atento.v1 import encoder_pb2 as pb
 
 from . import requests, responses
+from .admission import bulk_requested
 from .calls import CallTracker
 from .config import Settings
 from .engine import Engine
@@ -85,7 +86,8 @@ class EncoderServicer:
         options = requests.embed_options(request, model, self.settings, engine.runtime.has_attention_maps, prefix)
         remaining = context.time_remaining()
         deadline = time.perf_counter() + remaining if remaining is not None else None
-        done = await engine.embed(request.texts, options, deadline, prefix)
+        bulk = bulk_requested(request.bulk, context.invocation_metadata())
+        done = await engine.embed(request.texts, options, deadline, prefix, bulk=bulk)
         start = time.perf_counter()
         build = functools.partial(
             responses.embed_response, model.name, done.encoded, done.outputs, options, done.tokenize_s, done.embeddings

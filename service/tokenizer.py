@@ -40,6 +40,7 @@ class TextTokenizer:
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_tokens)
         self._prompt_lengths: dict[str, int] = {}
+        self.added_tokens = len(self._tokenizer.encode("").ids)  # special tokens every text gets ([CLS], [SEP])
 
     def prompt_length(self, prompt: str) -> int:
         """The prompt's tokens without a trailing special token: sentence-transformers' prompt_length."""

@@ -97,6 +97,9 @@ class StreamBatches:
         for name, value in (("batch_size", batch_size), ("max_in_flight", max_in_flight)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an integer of at least 1, not {value!r}")
+        # A stream of batches is bulk work (indexing) unless the caller says otherwise: the server
+        # then serves interactive calls first, and this stream never starves them.
+        options = {"bulk": True, **options}
         embed_request([], **options)  # checks every option now
         self.batch_size, self.max_in_flight, self.options = batch_size, max_in_flight, options
         self._pending: list[str] = []

@@ -46,6 +46,8 @@ class EmbedOptions(TypedDict, total=False):
     prompt_name: None (one of ModelInfo.prompts; None: the model's default prompt); prompt: None (the
     prompt's text itself, "" for none, wins over prompt_name); dimensions: None (all; N keeps the
     first N dimensions, renormalised when normalised: Matryoshka).
+    bulk: False (True for indexing and backfills: the server fills batches with interactive texts
+    first and lets bulk work hold only its share of the queue; ``embed_stream`` defaults to True).
     """
 
     normalize: bool | None
@@ -58,6 +60,7 @@ class EmbedOptions(TypedDict, total=False):
     prompt_name: str | None
     prompt: str | None
     dimensions: int | None
+    bulk: bool
 
 
 def texts_list(texts: str | Sequence[str]) -> list[str]:
@@ -116,6 +119,7 @@ def embed_request(texts: str | Sequence[str], **options: Unpack[EmbedOptions]) -
         output_dtype=DTYPE[dtype],
         truncation=truncation(options.get("truncate", False)),
         return_tokens=yes_no("tokens", options.get("tokens", False)),
+        bulk=yes_no("bulk", options.get("bulk", False)),
     )
     normalize = options.get("normalize")
     if normalize is not None:

@@ -237,3 +237,11 @@ def test_stream_add_and_finish_and_ordered_decoding() -> None:
 def test_stream_refuses_bad_arguments_up_front(arguments: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         calls.StreamBatches(**arguments)
+
+
+def test_bulk_is_an_embed_option_and_the_stream_default() -> None:
+    assert calls.embed_request(["a"], bulk=True).bulk and not calls.embed_request(["a"]).bulk
+    with pytest.raises(ValueError, match="bulk must be True or False"):
+        calls.embed_request(["a"], bulk="yes")  # type: ignore[typeddict-item]
+    assert all(r.bulk for r in calls.StreamBatches(batch_size=2).requests(["a", "b", "c"]))  # indexing: bulk
+    assert not any(r.bulk for r in calls.StreamBatches(batch_size=2, bulk=False).requests(["a", "b", "c"]))

@@ -40,7 +40,8 @@ def test_invalid_input(minilm_server: ServerProcess) -> None:
 
 
 def test_overloaded_carries_the_retry_hint(minilm_bundle: Path) -> None:
-    with running_server(minilm_bundle, "--max-queued-texts", "4", "--max-batch-tokens", "512") as server:
+    args = ("--max-queued-texts", "4", "--max-texts-per-request", "4", "--max-batch-tokens", "512")
+    with running_server(minilm_bundle, *args) as server:
         slow = threading.Thread(
             target=lambda: server.stub().Embed(pb.EmbedRequest(texts=[LONG] * 4, truncation=2), timeout=60)
         )

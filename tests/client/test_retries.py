@@ -52,7 +52,8 @@ def test_a_call_made_while_the_server_restarts_succeeds_once_it_is_back(tiny_bun
 
 def test_resource_exhausted_is_retried_after_the_hint(minilm_bundle: Path) -> None:
     hint_ms = 1500
-    args = ("--max-queued-texts", "4", "--max-batch-tokens", "512", "--retry-after-min-ms", str(hint_ms))
+    queue = ("--max-queued-texts", "4", "--max-texts-per-request", "4", "--max-batch-tokens", "512")
+    args = (*queue, "--retry-after-min-ms", str(hint_ms))
     with running_server(minilm_bundle, *args) as server:
         long_text = "She is tolerable, but not handsome enough to tempt me. " * 60
         slow = threading.Thread(

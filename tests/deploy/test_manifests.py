@@ -182,7 +182,7 @@ def test_queue_autoscaling_component_renders(tmp_path: Path) -> None:
     result = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=True)
     hpa = next(o for o in yaml.safe_load_all(result.stdout) if o and o["kind"] == "HorizontalPodAutoscaler")
     assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource", "Pods"]
-    assert hpa["spec"]["metrics"][1]["pods"]["metric"]["name"] == "atento_queue_depth"
+    assert hpa["spec"]["metrics"][1]["pods"]["metric"]["name"] == "atento_queue_tokens"  # the queue's own bound
 
 
 def test_grafana_dashboard_is_valid_json_with_the_panels() -> None:

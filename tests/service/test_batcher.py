@@ -13,6 +13,7 @@ from atento.service.bundle import GraphRole, read_bundle
 from atento.service.config import Settings
 from atento.service.errors import DeadlineExceeded, NotReady, Overloaded
 from atento.service.metrics import Metrics
+from atento.service.packing import pack_by_width
 from atento.service.runtime import Runtime
 from atento.service.tokenizer import Encoded
 
@@ -71,10 +72,48 @@ def test_the_two_graphs_never_share_a_batch(runtime: Runtime) -> None:
 def test_batch_size_and_attention_memory_bounds(runtime: Runtime) -> None:
     assert lengths_taken(runtime, [(4, FAST)] * 5, max_batch_size=2) == [[4, 4], [4, 4], [4]]
     cell = 2 * 4 * 4  # tiny: 2 layers x 4 heads x float32 per (query, key)
-    # rows of 20 tokens: two texts of 10 are counted as 2 rows (with the slack allowance) and fit
-    # the budget of 2 rows exactly; a third would be counted as 3 rows, so it waits for the next batch
-    batches = lengths_taken(runtime, [(10, MAPS)] * 3, row_tokens=20, max_attention_batch_bytes=2 * 20 * 20 * cell)
+    # rows of 20 tokens: two texts of 10 share one row and fit the budget of one row; a third would
+    # open a second row, so it waits for the next batch
+    batches = lengths_taken(runtime, [(10, MAPS)] * 3, row_tokens=20, max_attention_batch_bytes=1 * 20 * 20 * cell)
     assert batches == [[10, 10], [10]]
+
+
+def test_attention_bytes_are_counted_as_the_graph_allocates_them(runtime: Runtime) -> None:
+    """Texts longer than a row run one to a row, as wide as the longest (``pack_by_width``): one of
+    128 tokens and many of 65 take a row of 128 each. Counted as tokens / width rows, as before, 28
+    of them passed a budget of 16 rows: 1.75x the bytes the graph then allocated."""
+    cell = 2 * 4 * 4
+    budget = 16 * 128 * 128 * cell
+    pending = [(128, MAPS)] + [(65, MAPS)] * 40
+    batches = lengths_taken(runtime, pending, max_attention_batch_bytes=budget, max_batch_tokens=1 << 20)
+    assert batches[0] == [128] + [65] * 15  # 16 rows of 128: the budget, exactly
+    for lengths in batches:
+        runs = pack_by_width([text(n) for n in lengths], 64)
+        maps = [runtime.run(run.inputs, MAPS).attention_maps for run in runs]
+        allocated = sum(m.nbytes for m in maps if m is not None)  # (rows, layers, heads, S, S) float32
+        assert allocated <= budget, (lengths, allocated / budget)
+
+
+def test_bulk_texts_fill_batches_after_interactive_ones(runtime: Runtime) -> None:
+    async def scenario() -> list[list[str]]:
+        batcher = Batcher(runtime, limits(max_batch_size=3), Metrics())
+        for bulk, name in ((True, "b1"), (True, "b2"), (False, "i1"), (True, "b3"), (False, "i2")):
+            reservation = batcher.admit(1, 5, bulk=bulk)
+            (item,) = batcher.submit([text(5)], graph=FAST, deadline=None, reservation=reservation)
+            names[id(item)] = name
+        batches = []
+        while batcher.queued:
+            batches.append([names[id(item)] for item in batcher._take()])
+        for bulk in (True, False):
+            batcher.submit([text(5)], graph=FAST, deadline=None, reservation=batcher.admit(1, 5, bulk=bulk))
+        lane = batcher._take(interactive_only=True)  # the worker kept free of bulk work
+        assert [item.reservation.bulk for item in lane] == [False]
+        batcher._take()
+        assert batcher.admission.tokens == 0  # every taken text left the queue's budget
+        return batches
+
+    names: dict[int, str] = {}
+    assert asyncio.run(scenario()) == [["i1", "i2", "b1"], ["b2", "b3"]]
 
 
 def test_queue_bound_and_closing(runtime: Runtime) -> None:

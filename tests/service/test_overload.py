@@ -18,9 +18,12 @@ LONG = "It is a truth universally acknowledged that a single man in possession o
 SLOW_REQUEST = pb.EmbedRequest(texts=[f"{i} {LONG}" for i in range(16)], truncation=pb.TRUNCATION_CUT)
 
 
+QUEUE_OF_16 = ("--max-queued-texts", "16", "--max-texts-per-request", "16", "--max-batch-tokens", "1024")
+
+
 @pytest.fixture(scope="module")
 def server(minilm_bundle: Path) -> Iterator[ServerProcess]:
-    with running_server(minilm_bundle, "--max-queued-texts", "16", "--max-batch-tokens", "1024") as process:
+    with running_server(minilm_bundle, *QUEUE_OF_16) as process:
         yield process
 
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61tento/v1/encoder.proto\x12\tatento.v1\"E\n\rAttentionSpec\x12\x0e\n\x06layers\x18\x01 \x03(\x05\x12\r\n\x05heads\x18\x02 \x03(\x05\x12\x15\n\raverage_heads\x18\x03 \x01(\x08\"\xe2\x02\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x16\n\tnormalize\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12#\n\x07pooling\x18\x03 \x01(\x0e\x32\x12.atento.v1.Pooling\x12\x18\n\x10token_embeddings\x18\x04 \x01(\x08\x12+\n\tattention\x18\x05 \x01(\x0b\x32\x18.atento.v1.AttentionSpec\x12&\n\x0coutput_dtype\x18\x06 \x01(\x0e\x32\x10.atento.v1.DType\x12)\n\ntruncation\x18\x07 \x01(\x0e\x32\x15.atento.v1.Truncation\x12\x15\n\rreturn_tokens\x18\x08 \x01(\x08\x12\x13\n\x0bprompt_name\x18\t \x01(\t\x12\x13\n\x06prompt\x18\n \x01(\tH\x01\x88\x01\x01\x12\x12\n\ndimensions\x18\x0b \x01(\x05\x42\x0c\n\n_normalizeB\t\n\x07_prompt\"F\n\x06Tensor\x12\x1f\n\x05\x64type\x18\x01 \x01(\x0e\x32\x10.atento.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"N\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05start\x18\x03 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x05\x12\x0f\n\x07special\x18\x05 \x01(\x08\"\xeb\x01\n\x08\x45ncoding\x12$\n\tembedding\x18\x01 \x01(\x0b\x32\x11.atento.v1.Tensor\x12+\n\x10token_embeddings\x18\x02 \x01(\x0b\x32\x11.atento.v1.Tensor\x12 \n\x06tokens\x18\x03 \x03(\x0b\x32\x10.atento.v1.Token\x12$\n\tattention\x18\x04 \x01(\x0b\x32\x11.atento.v1.Tensor\x12\x11\n\ttruncated\x18\x05 \x01(\x08\x12\x18\n\x10\x61ttention_layers\x18\x06 \x03(\x05\x12\x17\n\x0f\x61ttention_heads\x18\x07 \x03(\x05\"&\n\x05Usage\x12\r\n\x05texts\x18\x01 \x01(\x03\x12\x0e\n\x06tokens\x18\x02 \x01(\x03\"X\n\x07Timings\x12\x13\n\x0btokenize_ns\x18\x01 \x01(\x03\x12\x10\n\x08queue_ns\x18\x02 \x01(\x03\x12\x14\n\x0cinference_ns\x18\x03 \x01(\x03\x12\x10\n\x08total_ns\x18\x04 \x01(\x03\"\xb7\x01\n\rEmbedResponse\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.atento.v1.Encoding\x12\x1f\n\x05usage\x18\x02 \x01(\x0b\x32\x10.atento.v1.Usage\x12#\n\x07timings\x18\x03 \x01(\x0b\x32\x12.atento.v1.Timings\x12\r\n\x05model\x18\x04 \x01(\t\x12+\n\x08identity\x18\x05 \x01(\x0b\x32\x19.atento.v1.VectorIdentity\"\x92\x01\n\x0eVectorIdentity\x12\x15\n\rbundle_sha256\x18\x01 \x01(\t\x12\x11\n\tprecision\x18\x02 \x01(\t\x12\x12\n\ndimensions\x18\x03 \x01(\x05\x12\x0f\n\x07pooling\x18\x04 \x01(\t\x12\x12\n\nnormalized\x18\x05 \x01(\x08\x12\x0e\n\x06prompt\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\"K\n\x0fTokenizeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12)\n\ntruncation\x18\x02 \x01(\x0e\x32\x15.atento.v1.Truncation\"D\n\rTokenizedText\x12 \n\x06tokens\x18\x01 \x03(\x0b\x32\x10.atento.v1.Token\x12\x11\n\ttruncated\x18\x02 \x01(\x08\"=\n\x10TokenizeResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.atento.v1.TokenizedText\"\x15\n\x13GetModelInfoRequest\"\xd2\x01\n\x06Limits\x12\x1d\n\x15max_texts_per_request\x18\x01 \x01(\x05\x12\x1a\n\x12max_chars_per_text\x18\x02 \x01(\x05\x12\x18\n\x10max_batch_tokens\x18\x03 \x01(\x05\x12\x16\n\x0emax_batch_size\x18\x04 \x01(\x05\x12\x18\n\x10max_queued_texts\x18\x05 \x01(\x05\x12!\n\x19max_receive_message_bytes\x18\x06 \x01(\x03\x12\x1e\n\x16max_send_message_bytes\x18\x07 \x01(\x03\"\xde\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bhidden_size\x18\x02 \x01(\x05\x12\x12\n\nnum_layers\x18\x03 \x01(\x05\x12\x11\n\tnum_heads\x18\x04 \x01(\x05\x12\x12\n\nmax_tokens\x18\x05 \x01(\x05\x12!\n\x06limits\x18\x06 \x01(\x0b\x32\x11.atento.v1.Limits\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\x15\n\rbundle_sha256\x18\x08 \x01(\t\x12\x16\n\x0e\x61tento_version\x18\t \x01(\t\x12+\n\x0f\x64\x65\x66\x61ult_pooling\x18\n \x01(\x0e\x32\x12.atento.v1.Pooling\x12\x19\n\x11\x64\x65\x66\x61ult_normalize\x18\x0b \x01(\x08\x12\x1b\n\x13\x61ttention_available\x18\x0c \x01(\x08\x12\x11\n\tprecision\x18\r \x01(\t\x12\x32\n\x07prompts\x18\x0e \x03(\x0b\x32!.atento.v1.ModelInfo.PromptsEntry\x12\x1b\n\x13\x64\x65\x66\x61ult_prompt_name\x18\x0f \x01(\t\x12\x16\n\x0e\x65mbedding_size\x18\x10 \x01(\x05\x1a.\n\x0cPromptsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xb6\x01\n\x07Pooling\x12\x17\n\x13POOLING_UNSPECIFIED\x10\x00\x12\x10\n\x0cPOOLING_MEAN\x10\x01\x12\x0f\n\x0bPOOLING_CLS\x10\x02\x12\x10\n\x0cPOOLING_NONE\x10\x03\x12\x0f\n\x0bPOOLING_MAX\x10\x04\x12\x19\n\x15POOLING_MEAN_SQRT_LEN\x10\x05\x12\x19\n\x15POOLING_WEIGHTED_MEAN\x10\x06\x12\x16\n\x12POOLING_LAST_TOKEN\x10\x07*D\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT16\x10\x02*R\n\nTruncation\x12\x1a\n\x16TRUNCATION_UNSPECIFIED\x10\x00\x12\x14\n\x10TRUNCATION_ERROR\x10\x01\x12\x12\n\x0eTRUNCATION_CUT\x10\x02\x32\x96\x02\n\x07\x45ncoder\x12:\n\x05\x45mbed\x12\x17.atento.v1.EmbedRequest\x1a\x18.atento.v1.EmbedResponse\x12\x44\n\x0b\x45mbedStream\x12\x17.atento.v1.EmbedRequest\x1a\x18.atento.v1.EmbedResponse(\x01\x30\x01\x12\x43\n\x08Tokenize\x12\x1a.atento.v1.TokenizeRequest\x1a\x1b.atento.v1.TokenizeResponse\x12\x44\n\x0cGetModelInfo\x12\x1e.atento.v1.GetModelInfoRequest\x1a\x14.atento.v1.ModelInfoBS\n\rdev.atento.v1B\x0c\x45ncoderProtoP\x01Z2github.com/atento/atento/gen/go/atento/v1;atentov1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61tento/v1/encoder.proto\x12\tatento.v1\"E\n\rAttentionSpec\x12\x0e\n\x06layers\x18\x01 \x03(\x05\x12\r\n\x05heads\x18\x02 \x03(\x05\x12\x15\n\raverage_heads\x18\x03 \x01(\x08\"\xf0\x02\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x16\n\tnormalize\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12#\n\x07pooling\x18\x03 \x01(\x0e\x32\x12.atento.v1.Pooling\x12\x18\n\x10token_embeddings\x18\x04 \x01(\x08\x12+\n\tattention\x18\x05 \x01(\x0b\x32\x18.atento.v1.AttentionSpec\x12&\n\x0coutput_dtype\x18\x06 \x01(\x0e\x32\x10.atento.v1.DType\x12)\n\ntruncation\x18\x07 \x01(\x0e\x32\x15.atento.v1.Truncation\x12\x15\n\rreturn_tokens\x18\x08 \x01(\x08\x12\x13\n\x0bprompt_name\x18\t \x01(\t\x12\x13\n\x06prompt\x18\n \x01(\tH\x01\x88\x01\x01\x12\x12\n\ndimensions\x18\x0b \x01(\x05\x12\x0c\n\x04\x62ulk\x18\x0c \x01(\x08\x42\x0c\n\n_normalizeB\t\n\x07_prompt\"F\n\x06Tensor\x12\x1f\n\x05\x64type\x18\x01 \x01(\x0e\x32\x10.atento.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"N\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05start\x18\x03 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x05\x12\x0f\n\x07special\x18\x05 \x01(\x08\"\xeb\x01\n\x08\x45ncoding\x12$\n\tembedding\x18\x01 \x01(\x0b\x32\x11.atento.v1.Tensor\x12+\n\x10token_embeddings\x18\x02 \x01(\x0b\x32\x11.atento.v1.Tensor\x12 \n\x06tokens\x18\x03 \x03(\x0b\x32\x10.atento.v1.Token\x12$\n\tattention\x18\x04 \x01(\x0b\x32\x11.atento.v1.Tensor\x12\x11\n\ttruncated\x18\x05 \x01(\x08\x12\x18\n\x10\x61ttention_layers\x18\x06 \x03(\x05\x12\x17\n\x0f\x61ttention_heads\x18\x07 \x03(\x05\"&\n\x05Usage\x12\r\n\x05texts\x18\x01 \x01(\x03\x12\x0e\n\x06tokens\x18\x02 \x01(\x03\"X\n\x07Timings\x12\x13\n\x0btokenize_ns\x18\x01 \x01(\x03\x12\x10\n\x08queue_ns\x18\x02 \x01(\x03\x12\x14\n\x0cinference_ns\x18\x03 \x01(\x03\x12\x10\n\x08total_ns\x18\x04 \x01(\x03\"\xb7\x01\n\rEmbedResponse\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.atento.v1.Encoding\x12\x1f\n\x05usage\x18\x02 \x01(\x0b\x32\x10.atento.v1.Usage\x12#\n\x07timings\x18\x03 \x01(\x0b\x32\x12.atento.v1.Timings\x12\r\n\x05model\x18\x04 \x01(\t\x12+\n\x08identity\x18\x05 \x01(\x0b\x32\x19.atento.v1.VectorIdentity\"\x92\x01\n\x0eVectorIdentity\x12\x15\n\rbundle_sha256\x18\x01 \x01(\t\x12\x11\n\tprecision\x18\x02 \x01(\t\x12\x12\n\ndimensions\x18\x03 \x01(\x05\x12\x0f\n\x07pooling\x18\x04 \x01(\t\x12\x12\n\nnormalized\x18\x05 \x01(\x08\x12\x0e\n\x06prompt\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\"K\n\x0fTokenizeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12)\n\ntruncation\x18\x02 \x01(\x0e\x32\x15.atento.v1.Truncation\"D\n\rTokenizedText\x12 \n\x06tokens\x18\x01 \x03(\x0b\x32\x10.atento.v1.Token\x12\x11\n\ttruncated\x18\x02 \x01(\x08\"=\n\x10TokenizeResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.atento.v1.TokenizedText\"\x15\n\x13GetModelInfoRequest\"\xd2\x01\n\x06Limits\x12\x1d\n\x15max_texts_per_request\x18\x01 \x01(\x05\x12\x1a\n\x12max_chars_per_text\x18\x02 \x01(\x05\x12\x18\n\x10max_batch_tokens\x18\x03 \x01(\x05\x12\x16\n\x0emax_batch_size\x18\x04 \x01(\x05\x12\x18\n\x10max_queued_texts\x18\x05 \x01(\x05\x12!\n\x19max_receive_message_bytes\x18\x06 \x01(\x03\x12\x1e\n\x16max_send_message_bytes\x18\x07 \x01(\x03\"\xde\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bhidden_size\x18\x02 \x01(\x05\x12\x12\n\nnum_layers\x18\x03 \x01(\x05\x12\x11\n\tnum_heads\x18\x04 \x01(\x05\x12\x12\n\nmax_tokens\x18\x05 \x01(\x05\x12!\n\x06limits\x18\x06 \x01(\x0b\x32\x11.atento.v1.Limits\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\x15\n\rbundle_sha256\x18\x08 \x01(\t\x12\x16\n\x0e\x61tento_version\x18\t \x01(\t\x12+\n\x0f\x64\x65\x66\x61ult_pooling\x18\n \x01(\x0e\x32\x12.atento.v1.Pooling\x12\x19\n\x11\x64\x65\x66\x61ult_normalize\x18\x0b \x01(\x08\x12\x1b\n\x13\x61ttention_available\x18\x0c \x01(\x08\x12\x11\n\tprecision\x18\r \x01(\t\x12\x32\n\x07prompts\x18\x0e \x03(\x0b\x32!.atento.v1.ModelInfo.PromptsEntry\x12\x1b\n\x13\x64\x65\x66\x61ult_prompt_name\x18\x0f \x01(\t\x12\x16\n\x0e\x65mbedding_size\x18\x10 \x01(\x05\x1a.\n\x0cPromptsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xb6\x01\n\x07Pooling\x12\x17\n\x13POOLING_UNSPECIFIED\x10\x00\x12\x10\n\x0cPOOLING_MEAN\x10\x01\x12\x0f\n\x0bPOOLING_CLS\x10\x02\x12\x10\n\x0cPOOLING_NONE\x10\x03\x12\x0f\n\x0bPOOLING_MAX\x10\x04\x12\x19\n\x15POOLING_MEAN_SQRT_LEN\x10\x05\x12\x19\n\x15POOLING_WEIGHTED_MEAN\x10\x06\x12\x16\n\x12POOLING_LAST_TOKEN\x10\x07*D\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT16\x10\x02*R\n\nTruncation\x12\x1a\n\x16TRUNCATION_UNSPECIFIED\x10\x00\x12\x14\n\x10TRUNCATION_ERROR\x10\x01\x12\x12\n\x0eTRUNCATION_CUT\x10\x02\x32\x96\x02\n\x07\x45ncoder\x12:\n\x05\x45mbed\x12\x17.atento.v1.EmbedRequest\x1a\x18.atento.v1.EmbedResponse\x12\x44\n\x0b\x45mbedStream\x12\x17.atento.v1.EmbedRequest\x1a\x18.atento.v1.EmbedResponse(\x01\x30\x01\x12\x43\n\x08Tokenize\x12\x1a.atento.v1.TokenizeRequest\x1a\x1b.atento.v1.TokenizeResponse\x12\x44\n\x0cGetModelInfo\x12\x1e.atento.v1.GetModelInfoRequest\x1a\x14.atento.v1.ModelInfoBS\n\rdev.atento.v1B\x0c\x45ncoderProtoP\x01Z2github.com/atento/atento/gen/go/atento/v1;atentov1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,44 +34,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\rdev.atento.v1B\014EncoderProtoP\001Z2github.com/atento/atento/gen/go/atento/v1;atentov1'
   _globals['_MODELINFO_PROMPTSENTRY']._loaded_options = None
   _globals['_MODELINFO_PROMPTSENTRY']._serialized_options = b'8\001'
-  _globals['_POOLING']._serialized_start=2249
-  _globals['_POOLING']._serialized_end=2431
-  _globals['_DTYPE']._serialized_start=2433
-  _globals['_DTYPE']._serialized_end=2501
-  _globals['_TRUNCATION']._serialized_start=2503
-  _globals['_TRUNCATION']._serialized_end=2585
+  _globals['_POOLING']._serialized_start=2263
+  _globals['_POOLING']._serialized_end=2445
+  _globals['_DTYPE']._serialized_start=2447
+  _globals['_DTYPE']._serialized_end=2515
+  _globals['_TRUNCATION']._serialized_start=2517
+  _globals['_TRUNCATION']._serialized_end=2599
   _globals['_ATTENTIONSPEC']._serialized_start=38
   _globals['_ATTENTIONSPEC']._serialized_end=107
   _globals['_EMBEDREQUEST']._serialized_start=110
-  _globals['_EMBEDREQUEST']._serialized_end=464
-  _globals['_TENSOR']._serialized_start=466
-  _globals['_TENSOR']._serialized_end=536
-  _globals['_TOKEN']._serialized_start=538
-  _globals['_TOKEN']._serialized_end=616
-  _globals['_ENCODING']._serialized_start=619
-  _globals['_ENCODING']._serialized_end=854
-  _globals['_USAGE']._serialized_start=856
-  _globals['_USAGE']._serialized_end=894
-  _globals['_TIMINGS']._serialized_start=896
-  _globals['_TIMINGS']._serialized_end=984
-  _globals['_EMBEDRESPONSE']._serialized_start=987
-  _globals['_EMBEDRESPONSE']._serialized_end=1170
-  _globals['_VECTORIDENTITY']._serialized_start=1173
-  _globals['_VECTORIDENTITY']._serialized_end=1319
-  _globals['_TOKENIZEREQUEST']._serialized_start=1321
-  _globals['_TOKENIZEREQUEST']._serialized_end=1396
-  _globals['_TOKENIZEDTEXT']._serialized_start=1398
-  _globals['_TOKENIZEDTEXT']._serialized_end=1466
-  _globals['_TOKENIZERESPONSE']._serialized_start=1468
-  _globals['_TOKENIZERESPONSE']._serialized_end=1529
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1531
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1552
-  _globals['_LIMITS']._serialized_start=1555
-  _globals['_LIMITS']._serialized_end=1765
-  _globals['_MODELINFO']._serialized_start=1768
-  _globals['_MODELINFO']._serialized_end=2246
-  _globals['_MODELINFO_PROMPTSENTRY']._serialized_start=2200
-  _globals['_MODELINFO_PROMPTSENTRY']._serialized_end=2246
-  _globals['_ENCODER']._serialized_start=2588
-  _globals['_ENCODER']._serialized_end=2866
+  _globals['_EMBEDREQUEST']._serialized_end=478
+  _globals['_TENSOR']._serialized_start=480
+  _globals['_TENSOR']._serialized_end=550
+  _globals['_TOKEN']._serialized_start=552
+  _globals['_TOKEN']._serialized_end=630
+  _globals['_ENCODING']._serialized_start=633
+  _globals['_ENCODING']._serialized_end=868
+  _globals['_USAGE']._serialized_start=870
+  _globals['_USAGE']._serialized_end=908
+  _globals['_TIMINGS']._serialized_start=910
+  _globals['_TIMINGS']._serialized_end=998
+  _globals['_EMBEDRESPONSE']._serialized_start=1001
+  _globals['_EMBEDRESPONSE']._serialized_end=1184
+  _globals['_VECTORIDENTITY']._serialized_start=1187
+  _globals['_VECTORIDENTITY']._serialized_end=1333
+  _globals['_TOKENIZEREQUEST']._serialized_start=1335
+  _globals['_TOKENIZEREQUEST']._serialized_end=1410
+  _globals['_TOKENIZEDTEXT']._serialized_start=1412
+  _globals['_TOKENIZEDTEXT']._serialized_end=1480
+  _globals['_TOKENIZERESPONSE']._serialized_start=1482
+  _globals['_TOKENIZERESPONSE']._serialized_end=1543
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1545
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1566
+  _globals['_LIMITS']._serialized_start=1569
+  _globals['_LIMITS']._serialized_end=1779
+  _globals['_MODELINFO']._serialized_start=1782
+  _globals['_MODELINFO']._serialized_end=2260
+  _globals['_MODELINFO_PROMPTSENTRY']._serialized_start=2214
+  _globals['_MODELINFO_PROMPTSENTRY']._serialized_end=2260
+  _globals['_ENCODER']._serialized_start=2602
+  _globals['_ENCODER']._serialized_end=2880
 # @@protoc_insertion_point(module_scope)

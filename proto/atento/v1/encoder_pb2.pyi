@@ -55,7 +55,7 @@ class AttentionSpec(_message.Message):
     def __init__(self, layers: _Optional[_Iterable[int]] = ..., heads: _Optional[_Iterable[int]] = ..., average_heads: _Optional[bool] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("texts", "normalize", "pooling", "token_embeddings", "attention", "output_dtype", "truncation", "return_tokens", "prompt_name", "prompt", "dimensions")
+    __slots__ = ("texts", "normalize", "pooling", "token_embeddings", "attention", "output_dtype", "truncation", "return_tokens", "prompt_name", "prompt", "dimensions", "bulk")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     POOLING_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,7 @@ class EmbedRequest(_message.Message):
     PROMPT_NAME_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    BULK_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     normalize: bool
     pooling: Pooling
@@ -78,7 +79,8 @@ class EmbedRequest(_message.Message):
     prompt_name: str
     prompt: str
     dimensions: int
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., token_embeddings: _Optional[bool] = ..., attention: _Optional[_Union[AttentionSpec, _Mapping]] = ..., output_dtype: _Optional[_Union[DType, str]] = ..., truncation: _Optional[_Union[Truncation, str]] = ..., return_tokens: _Optional[bool] = ..., prompt_name: _Optional[str] = ..., prompt: _Optional[str] = ..., dimensions: _Optional[int] = ...) -> None: ...
+    bulk: bool
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., token_embeddings: _Optional[bool] = ..., attention: _Optional[_Union[AttentionSpec, _Mapping]] = ..., output_dtype: _Optional[_Union[DType, str]] = ..., truncation: _Optional[_Union[Truncation, str]] = ..., return_tokens: _Optional[bool] = ..., prompt_name: _Optional[str] = ..., prompt: _Optional[str] = ..., dimensions: _Optional[int] = ..., bulk: _Optional[bool] = ...) -> None: ...
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
