@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from . import requests
 from .batcher import Batcher, ItemOutput
+from .budget import Hold
 from .bundle import Bundle
 from .config import Settings
 from .metrics import Metrics
@@ -69,16 +70,25 @@ class Engine:
         return encoded, elapsed
 
     async def embed(
-        self, texts: Sequence[str], options: EmbedOptions, deadline: float | None, prefix: str = ""
+        self,
+        texts: Sequence[str],
+        options: EmbedOptions,
+        deadline: float | None,
+        prefix: str = "",
+        hold: Hold | None = None,
     ) -> Embedded:
         """Tokenise, check the lengths and the response size, and wait for every text's outputs.
 
         ``deadline`` is a ``time.perf_counter()`` value (None: none); ``prefix`` goes in front of
         the field names of refusals (``requests[3].``). Cancelled, it drops what is still queued.
+        ``hold`` reserves the response's bytes in the budget before any is computed (budget.py);
+        the caller releases it once the response has been sent.
         """
         encoded, tokenize_s = await self.tokenize(texts)
         requests.check_lengths(encoded, options.cut, self.tokenizer.max_tokens, prefix)
-        requests.check_response_size(encoded, options, self.bundle.model, self.settings.max_send_message_bytes)
+        size = requests.check_response_size(encoded, options, self.bundle.model, self.settings.max_send_message_bytes)
+        if hold is not None:
+            await hold.reserve(size, deadline)
         items = self.batcher.submit(encoded, graph=options.graph, deadline=deadline)
         try:
             outputs: list[ItemOutput] = await asyncio.gather(*(item.future for item in items))

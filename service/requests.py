@@ -148,8 +148,8 @@ def check_lengths(encoded: Sequence[Encoded], cut: bool, max_tokens: int, prefix
             )
 
 
-def check_response_size(encoded: Sequence[Encoded], options: EmbedOptions, model: ModelSpec, limit: int) -> None:
-    """Refuse, before computing it, a response larger than the server may send."""
+def check_response_size(encoded: Sequence[Encoded], options: EmbedOptions, model: ModelSpec, limit: int) -> int:
+    """Refuse, before computing it, a response larger than the server may send; else its size, in bytes."""
     per_value = BYTES_PER_VALUE[options.dtype]
     total = 0
     for item in encoded:
@@ -166,3 +166,4 @@ def check_response_size(encoded: Sequence[Encoded], options: EmbedOptions, model
             f"the response would take about {total >> 20} MiB, over the {limit >> 20} MiB limit: "
             "ask for fewer texts, layers or heads, average the heads, or use DTYPE_FLOAT16",
         )
+    return total
