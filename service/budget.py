@@ -17,9 +17,10 @@ import asyncio
 import time
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import Gauge
 
 from .errors import Overloaded
+from .metrics import Metrics
 
 MIB = 1 << 20
 DEFAULT_BYTES = 512 * MIB  # no container memory limit to derive it from
@@ -54,10 +55,11 @@ def budget_bytes(mib: int, memory_limit: int | None) -> int:
 class ResponseBudget:
     """Bytes reserved for responses not yet sent; ``reserve`` waits for room, ``release`` gives it back."""
 
-    def __init__(self, capacity: int, retry_after_s: float, registry: CollectorRegistry | None = None) -> None:
-        self.capacity, self.retry_after_s = capacity, retry_after_s
+    def __init__(self, capacity: int, retry_after_s: float, metrics: Metrics) -> None:
+        self.capacity, self.retry_after_s, self.metrics = capacity, retry_after_s, metrics
         self.used = 0
         self._changed = asyncio.Event()
+        registry = metrics.registry
         self._gauge = Gauge(
             "atento_unsent_response_bytes", "Response bytes reserved: computing or not yet sent", registry=registry
         )
@@ -84,6 +86,7 @@ class ResponseBudget:
                     raise TimeoutError
                 await asyncio.wait_for(changed.wait(), left)
             except TimeoutError:
+                self.metrics.rejected.labels("response_budget").inc()
                 raise Overloaded(
                     f"responses of {self.used >> 20} MiB are waiting to be sent, against a budget of "
                     f"{self.capacity >> 20} MiB; this one needs {max(1, size >> 20)} MiB",

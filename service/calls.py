@@ -80,10 +80,12 @@ class CallTracker:
             raise NotReady("the server is shutting down; retry on another replica")
         limits = self.limits
         if limits.max_calls and self._active >= limits.max_calls:
+            self.metrics.rejected.labels("too_many_calls").inc()
             raise Overloaded(
                 f"{limits.max_calls} calls are in flight, the most this server takes", limits.retry_after_s
             )
         if stream and limits.max_streams and self._streams >= limits.max_streams:
+            self.metrics.rejected.labels("too_many_streams").inc()
             raise Overloaded(f"{limits.max_streams} streams are open, the most this server takes", limits.retry_after_s)
 
     async def observe(

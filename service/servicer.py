@@ -53,7 +53,7 @@ class EncoderServicer:
         limits = CallLimits(settings.max_concurrent_rpcs, settings.max_open_streams, retry_after_s)
         self.calls = CallTracker(metrics, limits)
         capacity = budget_bytes(settings.max_unsent_response_mib, container_memory_limit())
-        self.budget = ResponseBudget(capacity, retry_after_s, metrics.registry)
+        self.budget = ResponseBudget(capacity, retry_after_s, metrics)
         self.engine: Engine | None = None  # set when warm; None while loading
         self.info: pb.ModelInfo | None = None  # the same for the server's whole life: built once
 

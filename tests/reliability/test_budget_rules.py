@@ -16,7 +16,7 @@ from atento.service.budget import (
     container_memory_limit,
 )
 from atento.service.errors import Overloaded
-from prometheus_client import CollectorRegistry
+from atento.service.metrics import Metrics
 
 pytestmark = pytest.mark.fast
 
@@ -38,11 +38,12 @@ def test_the_default_is_a_quarter_of_the_container_memory_limit(tmp_path: Path) 
 
 def test_work_waits_for_room_and_is_refused_past_its_deadline() -> None:
     async def run() -> None:
-        budget = ResponseBudget(100 * MIB, 0.25, CollectorRegistry())
+        budget = ResponseBudget(100 * MIB, 0.25, Metrics())
         assert await budget.reserve(60 * MIB, None) == 60 * MIB
         with pytest.raises(Overloaded) as refused:  # 60 + 60 > 75 (large responses: 3/4)
             await budget.reserve(60 * MIB, time.perf_counter() + 0.1)
         assert refused.value.retry_after_s == 0.25
+        assert budget.metrics.rejected.labels("response_budget")._value.get() == 1
         assert await budget.reserve(1 * MIB, None) == MIB  # a small one still fits in the last quarter
         waiting = asyncio.create_task(budget.reserve(60 * MIB, time.perf_counter() + 5))
         await asyncio.sleep(0.05)
@@ -58,7 +59,7 @@ def test_work_waits_for_room_and_is_refused_past_its_deadline() -> None:
 
 def test_a_stream_reads_no_further_past_its_share() -> None:
     async def run() -> None:
-        budget = ResponseBudget(100 * MIB, 0.1, CollectorRegistry())
+        budget = ResponseBudget(100 * MIB, 0.1, Metrics())
         share = StreamShare(budget, 10 * MIB)
         first, second = share.hold(), share.hold()
         await first.reserve(8 * MIB, None)

@@ -133,6 +133,7 @@ def test_streams_have_their_own_bound(tiny_bundle: Path, record: Callable[..., N
         assert isinstance(refused, grpc.RpcError) and refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert any(key == "retry-after-ms" for key, _ in refused.trailing_metadata() or ())
         assert server.stub().Embed(QUICK, timeout=10).results  # unary calls are not streams
+        assert server.metric("atento_rejected_requests_total", reason="too_many_streams") == 1
         streams[0].close()
         assert wait_for(lambda: server.metric("atento_in_flight_requests", method="EmbedStream") == 1, 10)
         again = OpenStream(server)
