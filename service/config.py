@@ -73,8 +73,17 @@ class Settings(BaseSettings):
     max_chars_per_text: int = Field(20000, ge=1, description="characters in one text")
     max_receive_message_mib: int = Field(16, ge=1, description="largest request message, in MiB")
     max_send_message_mib: int = Field(64, ge=1, description="largest response message, in MiB")
-    max_concurrent_rpcs: int = Field(0, ge=0, description="RPCs at once; past it: RESOURCE_EXHAUSTED; 0 = no bound")
+    max_concurrent_rpcs: int = Field(
+        0, ge=0, description="Encoder calls at once (not health, reflection); past it: RESOURCE_EXHAUSTED; 0 = no bound"
+    )
     stream_window: int = Field(8, ge=1, description="requests of one EmbedStream worked on at once")
+    max_open_streams: int = Field(64, ge=1, description="EmbedStreams open at once; past it: RESOURCE_EXHAUSTED")
+    stream_idle_timeout_s: float = Field(
+        60.0, ge=0, description="end an EmbedStream with no request and none in flight this long; 0 = never"
+    )
+    max_unsent_response_mib: int = Field(
+        0, ge=0, description="response MiB computed but not yet sent; 0 = 1/4 of the container's memory limit, else 512"
+    )
 
     # Lifecycle.
     drain_seconds: float = Field(30.0, ge=0, description="on SIGTERM, how long in-flight calls may take to finish")

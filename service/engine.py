@@ -19,6 +19,7 @@ import numpy as np
 from . import requests
 from .admission import token_bound
 from .batcher import Batcher, ItemOutput, WorkItem
+from .budget import Hold
 from .bundle import Bundle
 from .config import Settings
 from .metrics import Metrics
@@ -81,6 +82,7 @@ class Engine:
         options: EmbedOptions,
         deadline: float | None,
         prefix: str = "",
+        hold: Hold | None = None,
         *,
         bulk: bool = False,
     ) -> Embedded:
@@ -89,8 +91,9 @@ class Engine:
         ``deadline`` is a ``time.perf_counter()`` value (None: none); ``prefix`` goes in front of
         the field names of refusals (``requests[3].``); ``bulk`` texts fill batches after interactive
         ones. The request is admitted to the queue by an upper bound on its tokens before it is
-        tokenised (``admission``), so a full queue refuses it before any work. Cancelled, it drops
-        what is still queued.
+        tokenised (``admission``), so a full queue refuses it before any work. ``hold`` reserves the
+        response's bytes in the budget before any is computed (budget.py); the caller releases it
+        once the response has been sent. Cancelled, it drops what is still queued.
         """
         limit, added = self.tokenizer.max_tokens, self.tokenizer.added_tokens
         bound = sum(token_bound(options.prompt + text, limit, added) for text in texts)  # the prompt counts too
@@ -100,7 +103,10 @@ class Engine:
             encoded, tokenize_s = await self.tokenize(texts, options.prompt)
             reservation.settle(sum(len(e) for e in encoded))
             requests.check_lengths(encoded, options.cut, self.tokenizer.max_tokens, prefix)
-            requests.check_response_size(encoded, options, self.bundle.model, self.settings.max_send_message_bytes)
+            limit_bytes = self.settings.max_send_message_bytes
+            size = requests.check_response_size(encoded, options, self.bundle.model, limit_bytes)
+            if hold is not None:
+                await hold.reserve(size, deadline)
             items = self.batcher.submit(encoded, graph=options.graph, deadline=deadline, reservation=reservation)
             outputs: list[ItemOutput] = await asyncio.gather(*(item.future for item in items))
         finally:

@@ -90,9 +90,17 @@ class FailedPrecondition(AtentoError):
 class Overloaded(AtentoError):
     reason = "QUEUE_FULL"
 
-    def __init__(self, message: str, retry_after_s: float, *, quota: Quota | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        retry_after_s: float,
+        *,
+        quota: Quota | None = None,
+        reason: str | None = None,
+        resource: Resource | None = None,
+    ) -> None:
         queue = Resource("atento.v1.queue", "batcher", "the texts waiting for a batch, bounded by max_queued_texts")
-        super().__init__(message, quota=quota, resource=queue)
+        super().__init__(message, reason=reason, quota=quota, resource=resource or queue)
         self.retry_after_s = retry_after_s
 
     @property

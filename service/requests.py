@@ -201,8 +201,8 @@ def check_lengths(encoded: Sequence[Encoded], cut: bool, max_tokens: int, prefix
             )
 
 
-def check_response_size(encoded: Sequence[Encoded], options: EmbedOptions, model: ModelSpec, limit: int) -> None:
-    """Refuse, before computing it, a response larger than the server may send."""
+def check_response_size(encoded: Sequence[Encoded], options: EmbedOptions, model: ModelSpec, limit: int) -> int:
+    """Refuse, before computing it, a response larger than the server may send; else its size, in bytes."""
     per_value = BYTES_PER_VALUE[options.dtype]
     total = 0
     for item in encoded:
@@ -221,3 +221,4 @@ def check_response_size(encoded: Sequence[Encoded], options: EmbedOptions, model
             reason="RESPONSE_TOO_LARGE",
             quota=Quota("max_send_message_bytes", f"responses of at most {limit} bytes"),
         )
+    return total

@@ -198,8 +198,7 @@ class AtentoServer:
             interceptors.append(BearerTokenInterceptor(token, self.metrics, settings.auth_exempt_health))
         self.server = server = grpc.aio.server(
             interceptors=interceptors,
-            options=_grpc_options(settings),
-            maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
+            options=_grpc_options(settings),  # no maximum_concurrent_rpcs: calls.py limits Encoder calls only
         )
         server.add_generic_rpc_handlers((rpc_handlers(self.servicer), *kserve_handlers(self.kserve)))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

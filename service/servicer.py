@@ -20,7 +20,8 @@ from atento.v1 import encoder_pb2 as pb
 
 from . import requests, responses
 from .admission import bulk_requested
-from .calls import CallTracker
+from .budget import Hold, ResponseBudget, StreamShare, budget_bytes, container_memory_limit
+from .calls import CallLimits, CallTracker
 from .config import Settings
 from .engine import Engine
 from .errors import NotReady
@@ -40,6 +41,8 @@ POOLING_ENUM: dict[str, pb.Pooling] = {
 }
 # Responses this large are built in a thread, not on the event loop.
 LARGE_OUTPUT_VALUES = 1 << 16
+# One stream may hold this part of the response-bytes budget before it reads no further request.
+STREAM_SHARE = 8
 
 
 def identity_message(vectors: VectorIdentity) -> pb.VectorIdentity:
@@ -67,7 +70,11 @@ class EncoderServicer:
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings, self.metrics = settings, metrics
-        self.calls = CallTracker(metrics)
+        retry_after_s = settings.retry_after_min_ms / 1000
+        limits = CallLimits(settings.max_concurrent_rpcs, settings.max_open_streams, retry_after_s)
+        self.calls = CallTracker(metrics, limits)
+        capacity = budget_bytes(settings.max_unsent_response_mib, container_memory_limit())
+        self.budget = ResponseBudget(capacity, retry_after_s, metrics)
         self.engine: Engine | None = None  # set when warm; None while loading
         self.info: pb.ModelInfo | None = None  # the same for the server's whole life: built once
 
@@ -77,7 +84,7 @@ class EncoderServicer:
         return self.engine
 
     async def _embed(
-        self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext, prefix: str = ""
+        self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext, hold: Hold, prefix: str = ""
     ) -> pb.EmbedResponse:
         received = time.perf_counter()
         request = requests.well_formed(request, prefix.removesuffix(".") or "request")
@@ -87,7 +94,7 @@ class EncoderServicer:
         remaining = context.time_remaining()
         deadline = time.perf_counter() + remaining if remaining is not None else None
         bulk = bulk_requested(request.bulk, context.invocation_metadata())
-        done = await engine.embed(request.texts, options, deadline, prefix, bulk=bulk)
+        done = await engine.embed(request.texts, options, deadline, prefix, hold, bulk=bulk)
         start = time.perf_counter()
         build = functools.partial(
             responses.embed_response, model.name, done.encoded, done.outputs, options, done.tokenize_s, done.embeddings
@@ -103,7 +110,11 @@ class EncoderServicer:
         return response
 
     async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
-        return await self.calls.observe("Embed", context, self._embed(request, context))
+        hold = Hold(self.budget)
+        # Returning hands the response to gRPC core, which keeps it until the client's HTTP/2 window
+        # takes it; the call is done only once the status, which follows the message, has gone.
+        context.add_done_callback(lambda _: hold.release())
+        return await self.calls.observe("Embed", context, self._embed(request, context, hold))
 
     def _track(self, task: asyncio.Task[Any]) -> None:
         """Count a task the stream created until it ends (atento_stream_tasks), so leaks show."""
@@ -113,18 +124,38 @@ class EncoderServicer:
     async def EmbedStream(
         self, request_iterator: AsyncIterator[pb.EmbedRequest], context: grpc.aio.ServicerContext
     ) -> None:
-        """Up to ``stream_window`` requests in flight; responses leave in request order (streaming.py)."""
+        """Up to ``stream_window`` requests in flight, and at most its share of the response-bytes
+        budget unsent; responses leave in request order (streaming.py)."""
+        share = StreamShare(self.budget, self.budget.capacity // STREAM_SHARE)
 
-        async def handle(index: int, request: pb.EmbedRequest) -> pb.EmbedResponse:
-            return await self._embed(request, context, f"requests[{index}].")
+        async def handle(index: int, request: pb.EmbedRequest) -> tuple[Hold, pb.EmbedResponse]:
+            hold = share.hold()
+            try:
+                return hold, await self._embed(request, context, hold, f"requests[{index}].")
+            except BaseException:
+                hold.release()
+                raise
 
         async def stream() -> None:
-            ordered = in_order(request_iterator, handle, self.settings.stream_window, self._track)
-            async with contextlib.aclosing(ordered) as responses_in_order:  # closed now, not whenever GC runs
-                async for response in responses_in_order:
-                    await context.write(response)
+            s = self.settings
+            ordered = in_order(
+                request_iterator,
+                handle,
+                s.stream_window,
+                self._track,
+                idle_s=s.stream_idle_timeout_s,
+                stop=self.calls.drain_started,
+                room=share.room,
+            )
+            try:
+                async with contextlib.aclosing(ordered) as responses_in_order:  # closed now, not whenever GC runs
+                    async for hold, response in responses_in_order:
+                        await context.write(response)  # returns once the client's window took it
+                        hold.release()
+            finally:
+                share.close()  # what was computed and never sent
 
-        await self.calls.observe("EmbedStream", context, stream())
+        await self.calls.observe("EmbedStream", context, stream(), stream=True)
 
     async def Tokenize(self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext) -> pb.TokenizeResponse:
         async def tokenize() -> pb.TokenizeResponse:

@@ -100,8 +100,10 @@ def test_new_calls_are_refused_while_draining(tiny_bundle: Path) -> None:
         assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "shutting down" in raised.value.details()
         assert server.health("liveness") == SERVING and server.process.poll() is None
-        release.set()  # the stream ends, nothing is in flight: the server exits
-        assert list(stream) == []
+        with pytest.raises(grpc.RpcError) as ended:  # an open stream takes no new request: ended retryably
+            list(stream)
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        release.set()  # nothing is in flight: the server exits
         assert server.process.wait(60) == 0
 
 
