@@ -26,6 +26,7 @@ from .config import Settings
 from .engine import Engine
 from .errors import HttpError, InvalidArgument, NotFound, NotReady, TooLarge, Unauthenticated, http_error_for
 from .http_site import HttpLimits, HttpSite
+from .identity import identity
 from .metrics import HTTP_EMBEDDINGS, HTTP_MODELS, Metrics
 
 # Bodies and responses this large are parsed and serialised in a thread, not on the event loop.
@@ -147,7 +148,9 @@ class OpenAIDoor:
 
             def build() -> str:
                 matrix = openai_requests.vectors(done.embeddings)
-                return _dumps(openai_requests.embeddings_response(model.name, done.encoded, matrix, parsed.base64))
+                vectors = identity(engine.bundle, options)
+                body = openai_requests.embeddings_response(model.name, done.encoded, matrix, parsed.base64, vectors)
+                return _dumps(body)
 
             large = len(parsed.texts) * (parsed.dimensions or model.output_size) > LARGE_RESPONSE_VALUES
             text = await engine.in_thread(build) if large else build()

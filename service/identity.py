@@ -9,21 +9,11 @@ so a client can refuse to mix vectors during a rollout. Plain Python: no protobu
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Protocol
 
 from .bundle import Bundle
+from .requests import EmbedOptions
 
 NO_POOLING = "none"
-
-
-class PoolingOptions(Protocol):
-    """What ``identity`` reads of a request's options (``requests.EmbedOptions`` has these)."""
-
-    @property
-    def pooling(self) -> str | None: ...
-
-    @property
-    def normalize(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -40,18 +30,14 @@ class VectorIdentity:
         return asdict(self)
 
 
-def identity(bundle: Bundle, options: PoolingOptions) -> VectorIdentity:
-    """The identity of the vectors ``options`` asks ``bundle`` for.
-
-    Prompts and Matryoshka dimensions are request options only some versions of ``EmbedOptions``
-    carry: read when present, so this stays the one place that knows what identifies a vector."""
-    dimensions = getattr(options, "dimensions", None) or bundle.model.hidden_size
+def identity(bundle: Bundle, options: EmbedOptions) -> VectorIdentity:
+    """The identity of the vectors ``options`` asks ``bundle`` for."""
     return VectorIdentity(
         model=bundle.model.name,
         bundle_sha256=bundle.sha256,
         precision=str(bundle.precision),
-        dimensions=int(dimensions),
+        dimensions=options.dimensions or bundle.model.output_size,
         pooling=options.pooling or NO_POOLING,
-        normalized=bool(options.normalize) and options.pooling is not None,
-        prompt=str(getattr(options, "prompt", None) or ""),
+        normalized=options.normalize and options.pooling is not None,
+        prompt=options.prompt,
     )

@@ -20,10 +20,12 @@ from atento.inference import grpc_predict_v2_pb2 as kv
 
 from . import kserve_tensors as tensors
 from . import requests
+from .budget import Hold, ResponseBudget
 from .calls import CallTracker
 from .config import Settings
 from .engine import Engine
 from .errors import InvalidArgument, NotFound, NotReady, Unimplemented
+from .identity import identity
 from .metrics import Metrics
 from .rpc import generic_handler
 from .servicer import LARGE_OUTPUT_VALUES, atento_version
@@ -42,8 +44,15 @@ TEXTS_PREFIX = 'inputs[0] "text" '  # refusals of single texts read `inputs[0] "
 class KServeServicer:
     """``inference.GRPCInferenceService``: one coroutine per RPC, named as the proto names it."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, calls: CallTracker, ready: Callable[[], Engine]) -> None:
-        self.settings, self.metrics, self.calls = settings, metrics, calls
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        calls: CallTracker,
+        ready: Callable[[], Engine],
+        budget: ResponseBudget,
+    ) -> None:
+        self.settings, self.metrics, self.calls, self.budget = settings, metrics, calls, budget
         self.ready = ready  # the engine once warm; NotReady (UNAVAILABLE) while loading
 
     def _engine_or_none(self) -> Engine | None:
@@ -113,7 +122,9 @@ class KServeServicer:
 
         return await self._answer("ModelMetadata", context, metadata)
 
-    async def _infer(self, request: kv.ModelInferRequest, context: grpc.aio.ServicerContext) -> kv.ModelInferResponse:
+    async def _infer(
+        self, request: kv.ModelInferRequest, context: grpc.aio.ServicerContext, hold: Hold
+    ) -> kv.ModelInferResponse:
         request = requests.well_formed(request)
         engine = self._model(request.model_name, request.model_version)
         model = engine.bundle.model
@@ -123,7 +134,7 @@ class KServeServicer:
         options = tensors.infer_options(request, outputs, model, engine.runtime.has_attention_maps)
         remaining = context.time_remaining()
         deadline = time.perf_counter() + remaining if remaining is not None else None
-        done = await engine.embed(texts, options, deadline, TEXTS_PREFIX)
+        done = await engine.embed(texts, options, deadline, TEXTS_PREFIX, hold)
         limit = self.settings.max_send_message_bytes
         if (size := tensors.padded_bytes(outputs, done.encoded, options, model)) > limit:
             # Padding to the longest text can exceed what the engine's check counted.
@@ -138,13 +149,18 @@ class KServeServicer:
         large = options.token_embeddings or options.attention_selection is not None
         built = await engine.in_thread(build) if large and values > LARGE_OUTPUT_VALUES else build()
         response = tensors.infer_response(request, model.name, MODEL_VERSION, built)
+        for key, value in identity(engine.bundle, options).as_dict().items():  # what produced these vectors
+            field = {bool: "bool_param", int: "int64_param", str: "string_param"}[type(value)]
+            setattr(response.parameters[f"atento.{key}"], field, value)
         self.metrics.serialize_duration.observe(time.perf_counter() - start)
         return response
 
     async def ModelInfer(
         self, request: kv.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> kv.ModelInferResponse:
-        return await self.calls.observe("ModelInfer", context, self._infer(request, context))
+        hold = Hold(self.budget)  # the response's bytes, released once gRPC has sent it (budget.py)
+        context.add_done_callback(lambda _: hold.release())
+        return await self.calls.observe("ModelInfer", context, self._infer(request, context, hold))
 
 
 class TritonExtensions(grpc.GenericRpcHandler):  # type: ignore[misc]

@@ -18,6 +18,7 @@ from atento.v1 import encoder_pb2 as pb
 from .bundle import ModelSpec
 from .config import Settings
 from .errors import InvalidArgument, NotFound
+from .identity import VectorIdentity
 from .requests import EmbedOptions, check_texts
 from .tokenizer import Encoded
 
@@ -97,11 +98,21 @@ def vectors(embeddings: Sequence[np.ndarray] | None) -> np.ndarray:
     return np.stack(embeddings)
 
 
-def embeddings_response(model: str, encoded: Sequence[Encoded], matrix: np.ndarray, as_base64: bool) -> dict[str, Any]:
-    """OpenAI's response body; base64 is the vector's little-endian float32 bytes."""
+def embeddings_response(
+    model: str,
+    encoded: Sequence[Encoded],
+    matrix: np.ndarray,
+    as_base64: bool,
+    vectors_identity: VectorIdentity | None = None,
+) -> dict[str, Any]:
+    """OpenAI's response body; base64 is the vector's little-endian float32 bytes. ``atento_identity``
+    (an extra member OpenAI clients ignore) says exactly what produced the vectors (identity.py)."""
     data = []
     for i, vector in enumerate(matrix):
         embedding: Any = base64.b64encode(vector.astype("<f4").tobytes()).decode() if as_base64 else vector.tolist()
         data.append({"object": "embedding", "index": i, "embedding": embedding})
     tokens = sum(len(e) for e in encoded)
-    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    body = {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    if vectors_identity is not None:
+        body["atento_identity"] = vectors_identity.as_dict()
+    return body

@@ -159,7 +159,9 @@ class AtentoServer:
         self.metrics = Metrics()
         self.servicer = EncoderServicer(settings, self.metrics)
         # The Open Inference Protocol door shares the Encoder's engine and call tracker (drain included).
-        self.kserve = KServeServicer(settings, self.metrics, self.servicer.calls, self.servicer.ready)
+        self.kserve = KServeServicer(
+            settings, self.metrics, self.servicer.calls, self.servicer.ready, self.servicer.budget
+        )
         self.health = Health()
         self.stopping = asyncio.Event()
         self.port = self.metrics_port = 0

@@ -1,11 +1,12 @@
-"""What each protocol costs: 32 concurrent callers x 1 text, over OpenAI-compatible HTTP and native gRPC.
+"""What each protocol costs: 32 concurrent callers x 1 text, over native gRPC, KServe v2 gRPC and
+OpenAI-compatible HTTP, side by side.
 
     python -m tests.bench.front_doors [--bundle bundles/minilm] [--callers 32] [--calls 1500] [--rounds 3]
 
 The texts are the main benchmark's (tests/bench: lines of the corpus), one per call.
 
-One server serves both doors. Rounds interleave the doors (http, grpc, http, grpc, ...), so drift
-on a shared machine hits both alike; each door's figure is the median of its rounds, in texts/s.
+One server serves the three doors. Rounds interleave them (grpc, kserve, http, grpc, ...), so drift
+on a shared machine hits all alike; each door's figure is the median of its rounds, in texts/s.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from pathlib import Path
 
 import aiohttp
 import grpc
+from atento.inference import grpc_predict_v2_pb2_grpc as kv_grpc
+from atento.service.bundle import read_bundle
 from atento.v1 import encoder_pb2 as pb
 from atento.v1 import encoder_pb2_grpc as pb_grpc
 
 from tests.bench.__main__ import corpus
+from tests.bench.doors import infer_request
 from tests.servers import ServerProcess, running_server
 
 Call = Callable[[str], Awaitable[None]]
@@ -64,6 +68,16 @@ async def grpc_round(server: ServerProcess, texts: list[str], callers: int, call
         return await run_callers(call, texts, callers, calls)
 
 
+async def kserve_round(server: ServerProcess, model: str, texts: list[str], callers: int, calls: int) -> float:
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        stub = kv_grpc.GRPCInferenceServiceStub(channel)
+
+        async def call(text: str) -> None:
+            await stub.ModelInfer(infer_request(model, [text]), timeout=60)
+
+        return await run_callers(call, texts, callers, calls)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=Path("bundles/minilm"))
@@ -73,17 +87,25 @@ def main() -> None:
     parser.add_argument("--max-chars", type=int, default=0, help="cut texts to this many characters (small models)")
     args = parser.parse_args()
     texts = [text[: args.max_chars or None] for text in corpus(512)]
-    results: dict[str, list[float]] = {"http": [], "grpc": []}
+    model = read_bundle(args.bundle, verify=False).model.name
+    doors = {
+        "gRPC `Embed`": lambda server, calls: grpc_round(server, texts, args.callers, calls),
+        "KServe v2 `ModelInfer`": lambda server, calls: kserve_round(server, model, texts, args.callers, calls),
+        "OpenAI HTTP `/v1/embeddings`": lambda server, calls: http_round(server, texts, args.callers, calls),
+    }
+    results: dict[str, list[float]] = {door: [] for door in doors}
     with running_server(args.bundle, "--http-port", "0") as server:
-        asyncio.run(grpc_round(server, texts, args.callers, 200))  # warm both paths and the connections
-        asyncio.run(http_round(server, texts, args.callers, 200))
+        for door in doors.values():  # warm every path and its connections
+            asyncio.run(door(server, 200))
         for _ in range(args.rounds):
-            results["http"].append(asyncio.run(http_round(server, texts, args.callers, args.calls)))
-            results["grpc"].append(asyncio.run(grpc_round(server, texts, args.callers, args.calls)))
-    http, native = statistics.median(results["http"]), statistics.median(results["grpc"])
+            for name, door in doors.items():
+                results[name].append(asyncio.run(door(server, args.calls)))
+    medians = {door: statistics.median(rounds) for door, rounds in results.items()}
+    native = medians["gRPC `Embed`"]
     print(f"{args.callers} callers x 1 text, {args.calls} calls a round, median of {args.rounds} interleaved rounds")
-    print(f"| front door | texts/s | vs gRPC |\n|---|---|---|\n| gRPC `Embed` | {native:.0f} | 1.00 |")
-    print(f"| OpenAI HTTP `/v1/embeddings` | {http:.0f} | {http / native:.2f} |")
+    print("| front door | texts/s | vs gRPC `Embed` |\n|---|---|---|")
+    for door, rate in medians.items():
+        print(f"| {door} | {rate:.0f} | {rate / native:.2f} |")
     print("rounds:", {door: [round(r) for r in rounds] for door, rounds in results.items()})
 
 

@@ -105,6 +105,18 @@ def test_base64_is_little_endian_float32_on_the_wire(server: ServerProcess) -> N
     assert status == 200
     got = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in body["data"]])
     assert cosines(got, sdk_vectors(server, TEXTS)).min() >= 0.99999
+    with Client(server.target) as client:  # what produced the vectors, as the native door says it
+        native = client.embed(TEXTS).identity
+        assert native is not None and body["atento_identity"]["bundle_sha256"] == client.info().bundle_sha256
+    assert body["atento_identity"] == {
+        "model": native.model,
+        "bundle_sha256": native.bundle_sha256,
+        "precision": native.precision,
+        "dimensions": native.dimensions,
+        "pooling": native.pooling,
+        "normalized": native.normalized,
+        "prompt": native.prompt,
+    }
 
 
 def test_dimensions_keep_the_leading_dimensions_renormalised(server: ServerProcess) -> None:

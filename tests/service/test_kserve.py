@@ -142,6 +142,18 @@ def test_bytes_contents_and_raw_give_the_same_vectors(minilm_server: ServerProce
     got = np.frombuffer(response.raw_output_contents[0], "<f4").reshape(2, 384)
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert response.model_name == model and response.model_version == "1"
+    with Client(minilm_server.target) as client:  # the same vector identity as the native door's
+        native = client.embed(texts).identity
+    assert native is not None
+    said = {key[len("atento.") :]: value for key, value in response.parameters.items()}
+    assert said["bundle_sha256"].string_param == native.bundle_sha256 == client_info_sha(minilm_server)
+    assert (said["dimensions"].int64_param, said["pooling"].string_param) == (native.dimensions, native.pooling)
+    assert (said["precision"].string_param, said["normalized"].bool_param) == (native.precision, native.normalized)
+
+
+def client_info_sha(server: ServerProcess) -> str:
+    with Client(server.target) as client:
+        return client.info().bundle_sha256
 
 
 def test_malformed_request_bytes_are_invalid_argument(minilm_server: ServerProcess) -> None:
