@@ -84,7 +84,9 @@ def main() -> None:
     parser.add_argument("--callers", type=int, default=32)
     parser.add_argument("--calls", type=int, default=1500, help="calls per round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--max-chars", type=int, default=0, help="cut texts to this many characters (small models)")
+    parser.add_argument(
+        "--max-chars", type=int, default=600, help="cut texts to this many characters (OpenAI's API cannot truncate)"
+    )
     args = parser.parse_args()
     texts = [text[: args.max_chars or None] for text in corpus(512)]
     model = read_bundle(args.bundle, verify=False).model.name
