@@ -36,6 +36,11 @@ async def _always() -> None:
     pass
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class _End:
     """The request stream is over (the client half-closed)."""
 
@@ -81,15 +86,22 @@ async def in_order(
                 waits = {reading} if stopping is None else {reading, stopping}
                 await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 if stop is not None and stop.is_set():
-                    raise NotReady("the server is shutting down: requests not answered yet may be retried elsewhere")
+                    raise NotReady(
+                        "the server is shutting down: requests not answered yet may be retried elsewhere",
+                        reason="SHUTTING_DOWN",
+                    )
                 if reading.done():
                     return reading.result()
                 if idle_s and not busy and loop.time() - quiet_since >= idle_s:
                     raise DeadlineExceeded(f"the stream was idle for {idle_s:g} s (no request, none in flight)")
         finally:
             for waiting in (reading, stopping):
-                if waiting is not None and not waiting.done():
+                if waiting is not None:
                     waiting.cancel()
+                    # A read the call's end interrupts finishes with gRPC's AbortError rather than the
+                    # cancellation, before or after this: retrieved either way, so asyncio does not
+                    # log it as an exception never retrieved.
+                    waiting.add_done_callback(_retrieve)
 
     async def read() -> None:
         nonlocal busy

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from atento.client import (
     AttentionSelection,
@@ -20,6 +21,7 @@ from atento.client import (
     UnauthenticatedError,
     UnavailableError,
 )
+from atento.client.errors import from_rpc_error
 from atento.v1 import encoder_pb2 as pb
 
 from tests.faults import FAILING_BATCH, faulty_bundle
@@ -58,7 +60,8 @@ def test_overloaded_carries_the_retry_hint(minilm_bundle: Path) -> None:
 
 
 def test_unavailable_while_draining(tiny_bundle: Path) -> None:
-    with running_server(tiny_bundle) as server:
+    # The drain notice keeps the server answering (and refusing) for 5 s after SIGTERM.
+    with running_server(tiny_bundle, "--drain-notice-seconds", "5", "--drain-seconds", "30") as server:
         release = threading.Event()
 
         def requests() -> Iterator[pb.EmbedRequest]:
@@ -81,7 +84,11 @@ def test_unavailable_while_draining(tiny_bundle: Path) -> None:
                 watching.embed("x")
         assert server.metric("atento_requests_total", method="Embed", code="UNAVAILABLE") == 1
         release.set()
-        list(stream)
+        with pytest.raises(UnavailableError):  # the open stream ends with the drain, retryable
+            try:
+                list(stream)
+            except grpc.RpcError as error:
+                raise from_rpc_error(error) from None
 
 
 def test_deadline_exceeded(minilm_server: ServerProcess) -> None:

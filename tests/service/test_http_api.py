@@ -105,7 +105,7 @@ def test_base64_is_little_endian_float32_on_the_wire(server: ServerProcess) -> N
     assert status == 200
     got = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in body["data"]])
     assert cosines(got, sdk_vectors(server, TEXTS)).min() >= 0.99999
-    with Client(server.target) as client:  # what produced the vectors, as the native door says it
+    with Client(server.target, token=TOKEN) as client:  # what produced the vectors, as the native door says it
         native = client.embed(TEXTS).identity
         assert native is not None and body["atento_identity"]["bundle_sha256"] == client.info().bundle_sha256
     assert body["atento_identity"] == {
@@ -221,7 +221,8 @@ def test_http_calls_count_in_the_same_metrics(server: ServerProcess) -> None:
 @pytest.fixture(scope="module")
 def busy_server(minilm_bundle: Path) -> Iterator[ServerProcess]:
     """16 texts fill the queue; batches of two long texts keep it full for seconds."""
-    args = ("--http-port", "0", "--max-queued-texts", "16", "--max-batch-tokens", "1024", "--drain-seconds", "60")
+    args = ("--http-port", "0", "--max-queued-texts", "16", "--max-texts-per-request", "16")
+    args += ("--max-batch-tokens", "1024", "--drain-seconds", "60")
     with running_server(minilm_bundle, *args) as process:
         yield process
 

@@ -9,7 +9,6 @@ import grpc
 import numpy as np
 import pytest
 from atento.service import openai_requests
-from atento.service.batcher import ItemOutput
 from atento.service.bundle import ModelSpec
 from atento.service.config import Settings
 from atento.service.errors import (
@@ -78,17 +77,20 @@ def test_token_ids_are_refused_saying_why() -> None:
     assert "token-id arrays are not supported" in refusal({"input": [101, 102]}).message
 
 
-def test_dimensions_keep_the_leading_ones_renormalised_only_when_the_model_normalises() -> None:
-    hidden = np.arange(1, 25, dtype=np.float32).reshape(3, 8)  # (tokens, D)
-    output = ItemOutput(hidden, None, 0.0, 0.0)
-    normalised = openai_requests.embed_options(MODEL)
-    cut = openai_requests.vectors([output, output], normalised, 4)
-    assert cut.shape == (2, 4)
-    np.testing.assert_allclose(np.linalg.norm(cut, axis=1), 1.0, rtol=1e-6)
-    mean = hidden.mean(axis=0)
-    np.testing.assert_allclose(cut[0], mean[:4] / np.linalg.norm(mean[:4]), rtol=1e-6)
-    raw = openai_requests.embed_options(ModelSpec(**{**MODEL.__dict__, "normalize": False}))
-    np.testing.assert_allclose(openai_requests.vectors([output], raw, 4)[0], mean[:4], rtol=1e-6)
+def test_options_are_the_models_own_with_the_requested_dimensions() -> None:
+    """The cut itself is the engine's (pooling.SentenceHead, as sentence-transformers' truncate_dim):
+    the door asks for it with the model's own pooling, normalisation and default prompt."""
+    options = openai_requests.embed_options(MODEL, 4)
+    assert (options.pooling, options.normalize, options.dimensions, options.prompt) == (
+        MODEL.pooling,
+        MODEL.normalize,
+        4,
+        "",
+    )
+    assert not options.token_embeddings and options.attention_selection is None and not options.cut
+    assert openai_requests.embed_options(MODEL, None).dimensions is None
+    stacked = openai_requests.vectors([np.ones(4, np.float32), np.zeros(4, np.float32)])
+    assert stacked.shape == (2, 4) and stacked.dtype == np.float32
 
 
 def test_base64_is_little_endian_float32_and_usage_counts_tokens() -> None:

@@ -93,7 +93,9 @@ def test_quota_failure_names_the_limit(server: ServerProcess) -> None:
 
 
 def test_queue_full_carries_retry_info_resource_info_and_the_trailers(minilm_bundle: Path) -> None:
-    with running_server(minilm_bundle, "--max-queued-texts", "4", "--max-batch-tokens", "512") as busy:
+    with running_server(
+        minilm_bundle, "--max-queued-texts", "4", "--max-texts-per-request", "4", "--max-batch-tokens", "512"
+    ) as busy:
         slow = threading.Thread(
             target=lambda: busy.stub().Embed(pb.EmbedRequest(texts=[LONG] * 4, truncation=2), timeout=60)
         )
@@ -123,7 +125,7 @@ SWEEP = [
     (pb.EmbedRequest(texts=["a"] * 9), "TOO_MANY_TEXTS", "texts"),
     (pb.EmbedRequest(texts=["a"], attention=pb.AttentionSpec(layers=[2])), "INDEX_OUT_OF_RANGE", "attention.layers[0]"),
     (pb.EmbedRequest(texts=["a"], attention=pb.AttentionSpec(heads=[1, 1])), "DUPLICATE_INDEX", "attention.heads[1]"),
-    (pb.EmbedRequest(texts=["a"], pooling=7), "UNKNOWN_ENUM_VALUE", "pooling"),  # type: ignore[arg-type]
+    (pb.EmbedRequest(texts=["a"], pooling=99), "UNKNOWN_ENUM_VALUE", "pooling"),  # type: ignore[arg-type]
     (pb.EmbedRequest(texts=["a"], output_dtype=3), "UNKNOWN_ENUM_VALUE", "output_dtype"),  # type: ignore[arg-type]
     (pb.EmbedRequest(texts=["a"], truncation=9), "UNKNOWN_ENUM_VALUE", "truncation"),  # type: ignore[arg-type]
     (pb.EmbedRequest(texts=["a"], pooling=pb.POOLING_NONE), "NOTHING_REQUESTED", "pooling"),
@@ -187,7 +189,7 @@ def test_loading_is_decodable(minilm_bundle: Path) -> None:
 
 
 def test_draining_is_decodable(tiny_bundle: Path) -> None:
-    with running_server(tiny_bundle, "--drain-seconds", "30") as draining:
+    with running_server(tiny_bundle, "--drain-seconds", "30", "--drain-notice-seconds", "5") as draining:
         release = threading.Event()
 
         def requests() -> Iterator[pb.EmbedRequest]:
@@ -201,5 +203,8 @@ def test_draining_is_decodable(tiny_bundle: Path) -> None:
             time.sleep(0.01)
         error, status = refusal(lambda: draining.stub().Embed(pb.EmbedRequest(texts=["a"]), timeout=5))
         release.set()
-        list(stream)
+        with pytest.raises(grpc.RpcError) as ended:  # the open stream ends with the drain too
+            list(stream)
     assert error.code() == grpc.StatusCode.UNAVAILABLE and reason(status) == "SHUTTING_DOWN"
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    assert reason(rpc_status.from_call(ended.value)) == "SHUTTING_DOWN"  # type: ignore[arg-type]
