@@ -160,8 +160,13 @@ def test_a_non_reading_stream_stops_at_its_share(
             response_deserializer=lambda data: len(data),
         )(requests(), timeout=60)
         try:
-            first = next(stream)  # the client reads one response, then stops reading
-            assert first > 0
+            try:
+                first = next(stream)  # the client reads one response, then stops reading
+                assert first > 0
+            except grpc.RpcError as error:
+                # On a slow machine a later request's wait for room in the budget (at most 10 s) can
+                # run out before the first response is read: refused before computing, as it should be.
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error  # type: ignore[attr-defined]
             time.sleep(5)
             held = unsent(server)
             computed = server.metric("atento_texts_total") / ATTENTION_TEXTS

@@ -61,14 +61,16 @@ def test_overload_is_resource_exhausted_with_a_retry_hint(server: ServerProcess)
 
 def test_a_deadline_that_expires_in_the_queue_is_not_computed(server: ServerProcess) -> None:
     computed_before = server.metric("atento_texts_total")
-    dropped_before = server.metric("atento_dropped_texts_total", reason="deadline")
+    dropped_before = server.metric("atento_dropped_texts_total")  # deadline or cancelled
     worker = start_slow_work(server)
     with pytest.raises(grpc.RpcError) as raised:
         server.stub().Embed(pb.EmbedRequest(texts=["too late"]), timeout=0.3)
     assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     worker.join()
     end = time.monotonic() + 10
-    while server.metric("atento_dropped_texts_total", reason="deadline") == dropped_before and time.monotonic() < end:
+    while server.metric("atento_dropped_texts_total") == dropped_before and time.monotonic() < end:
         time.sleep(0.05)
-    assert server.metric("atento_dropped_texts_total", reason="deadline") == dropped_before + 1
+    # Dropped from the queue, never computed. Counted "deadline", or "cancelled" when gRPC's
+    # cancellation at the client's deadline reaches the queue a hair before the server's own deadline.
+    assert server.metric("atento_dropped_texts_total") == dropped_before + 1
     assert server.metric("atento_texts_total") == computed_before + 16  # the slow request only
