@@ -88,7 +88,11 @@ def test_a_passed_deadline_is_counted_as_deadline_exceeded(tiny_bundle: Path, re
             list(stub.EmbedStream(quick_then_quiet(5), timeout=1))
         assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert wait_for(lambda: counted(server, "Embed", "DEADLINE_EXCEEDED") == late, 10)
-        assert wait_for(lambda: counted(server, "Embed", "CANCELLED") == 1, 10)
+        # The client's own cancel is never counted as a deadline (on a loaded machine it may reach the
+        # server before the call starts, or after it finished: CANCELLED at most once, OK otherwise).
+        time.sleep(0.5)
+        assert counted(server, "Embed", "DEADLINE_EXCEEDED") == late
+        assert counted(server, "Embed", "CANCELLED") <= 1
         assert wait_for(lambda: counted(server, "EmbedStream", "DEADLINE_EXCEEDED") == 1, 10)
         histogram = server.metric("atento_request_duration_seconds_count", method="Embed", code="DEADLINE_EXCEEDED")
         assert histogram == late
