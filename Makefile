@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 50051
 METRICS_PORT ?= 9464
 
-.PHONY: venv tools kserve-client serve bundle test test-fast lint format package-tree typecheck imports duplicates buf proto proto-image bench soak clean real-weights
+.PHONY: venv tools system-tools kserve-client serve bundle test test-fast lint format package-tree typecheck imports duplicates buf proto proto-image bench soak clean real-weights
 
 # The development environment: every extra but `gpu` (onnxruntime-gpu would replace the CPU build).
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -52,7 +52,16 @@ serve: $(VENV)/.installed bundle
 	exec $(VENV)/bin/atento serve --bundle $(BUNDLE) --host $(HOST) --port $(PORT) --metrics-port $(METRICS_PORT)
 
 # Lint and type checks first, then every test (CUDA tests skip, saying so, without a GPU).
-test: lint tools kserve-client
+# The system tools the tests drive for real (Prometheus and promtool, from Debian): installed when
+# missing and apt-get can run (as root), else one line saying what to install.
+system-tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "make test needs Prometheus and promtool: apt-get install prometheus" >&2; exit 1; fi; }
+
+test: system-tools lint tools kserve-client
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The in-process unit tests only (marked `fast`): seconds, no server, no subprocess.

@@ -42,7 +42,7 @@ EXPECTED = [
 
 def tool(name: str) -> str:
     path = shutil.which(name)
-    assert path, f"{name} is not installed: apt-get install prometheus (.ci/run does)"
+    assert path, f"{name} is not installed: apt-get install prometheus (make test does)"
     return path
 
 
