@@ -9,6 +9,7 @@ so a client can refuse to mix vectors during a rollout. Plain Python: no protobu
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from .bundle import Bundle
 from .requests import EmbedOptions
@@ -26,7 +27,7 @@ class VectorIdentity:
     normalized: bool
     prompt: str  # the text put before every input; "" for none
 
-    def as_dict(self) -> dict[str, str | int | bool]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

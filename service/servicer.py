@@ -46,15 +46,7 @@ STREAM_SHARE = 8
 
 
 def identity_message(vectors: VectorIdentity) -> pb.VectorIdentity:
-    return pb.VectorIdentity(
-        model=vectors.model,
-        bundle_sha256=vectors.bundle_sha256,
-        precision=vectors.precision,
-        dimensions=vectors.dimensions,
-        pooling=vectors.pooling,
-        normalized=vectors.normalized,
-        prompt=vectors.prompt,
-    )
+    return pb.VectorIdentity(**vectors.as_dict())  # the same field names, by design (identity.py)
 
 
 @functools.cache  # importlib.metadata parses the package's METADATA: over a millisecond a call

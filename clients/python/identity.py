@@ -7,7 +7,7 @@ sees (or the bundle it is told to expect) and raises ``IdentityChangedError`` wh
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Protocol, TypeVar
 
 from atento.v1 import encoder_pb2 as pb
@@ -29,15 +29,7 @@ class VectorIdentity:
 
 
 def identity_from(message: pb.VectorIdentity) -> VectorIdentity:
-    return VectorIdentity(
-        bundle_sha256=message.bundle_sha256,
-        precision=message.precision,
-        dimensions=message.dimensions,
-        pooling=message.pooling,
-        normalized=message.normalized,
-        prompt=message.prompt,
-        model=message.model,
-    )
+    return VectorIdentity(**{field.name: getattr(message, field.name) for field in fields(VectorIdentity)})
 
 
 class Identified(Protocol):
