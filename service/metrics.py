@@ -23,7 +23,16 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 SIZE_BUCKETS = tuple(float(1 << i) for i in range(0, 11))  # 1 .. 1024 texts
 TOKEN_BUCKETS = tuple(float(1 << i) for i in range(2, 18))  # 4 .. 131072 tokens
-REJECTION_REASONS = ("queue_full", "unauthenticated_missing", "unauthenticated_wrong")
+# Every reason is exported at 0 from the start, so rate() and alert rules see a series before the
+# first refusal (tests/service/test_metric_names.py checks that each reason counted is listed).
+REJECTION_REASONS = (
+    "queue_full",
+    "response_budget",
+    "too_many_calls",
+    "too_many_streams",
+    "unauthenticated_missing",
+    "unauthenticated_wrong",
+)
 DROP_REASONS = ("deadline", "cancelled")
 # The HTTP door's calls count beside the gRPC methods, named by protocol and path.
 HTTP_EMBEDDINGS = "http:/v1/embeddings"
