@@ -154,10 +154,15 @@ gpu-wheels: $(VENV)/.installed
 	$(PY) -m tests.gpu_check.wheels > build/gpu-requirements.txt
 	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.12 \
 		--implementation cp $(GPU_PLATFORMS) -d $(GPU_WHEELS) -r build/gpu-requirements.txt
+	@# wheels over 48 MiB (onnxruntime-gpu) in 48 MiB parts, so each fits a size-limited transfer
+	@cd $(GPU_WHEELS) && for w in *.whl; do if [ $$(stat -c %s $$w) -gt 50331648 ]; then \
+	  split -b 48m -d $$w $$w.part- && rm $$w; fi; done; ls
 
 # Installs the carried wheels into build/gpu-site (pip with --no-index, or plain unzip where the
 # machine has no pip), then runs the check; exit 3 means no CUDA here (only the CPU parts ran).
 gpu-check: package-tree
+	@for first in $(GPU_WHEELS)/*.whl.part-00; do [ -e "$$first" ] || continue; \
+	  cat "$${first%.part-00}".part-* > "$${first%.part-00}" && rm "$${first%.part-00}".part-*; done
 	@if ls $(GPU_WHEELS)/*.whl >/dev/null 2>&1; then mkdir -p $(GPU_SITE); \
 	  $(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --no-index --upgrade --target $(GPU_SITE) \
 	    $(GPU_WHEELS)/*.whl 2>/dev/null || for w in $(GPU_WHEELS)/*.whl; do $(PYTHON) -m zipfile -e $$w $(GPU_SITE); done; fi
