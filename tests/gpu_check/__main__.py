@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ ensure_importable()  # before anything imports atento
 from .models import SHAPES, build  # noqa: E402
 from .parity import held_out_texts, parity_rows  # noqa: E402
 from .placement import placement_rows  # noqa: E402
-from .report import NOT_RUN, Row, write  # noqa: E402
+from .report import NOT_RUN, Row, guarded, write  # noqa: E402
 from .serving import service_rows  # noqa: E402
 from .speed import in_process, mean_tokens, measure, sentence_transformers, with_anchor  # noqa: E402
 
@@ -74,18 +75,25 @@ def versions() -> dict[str, str | None]:
 def speed_rows(models: Any, cuda: bool, texts: list[str], rounds: dict[str, int], workers: int) -> list[Row]:
     tokens = mean_tokens(models.bundles["fp32"], texts)
     device, dtype = ("cuda", "fp16") if cuda else ("cpu", "fp32")
-    anchor_call = sentence_transformers(models.checkpoint, device, dtype)
-    anchor = measure("sentence-transformers encode (anchor)", device, dtype, anchor_call, texts, tokens, rounds[device])
+
+    def anchor_rows() -> list[Row]:
+        call = sentence_transformers(models.checkpoint, device, dtype)
+        return measure("sentence-transformers encode (anchor)", device, dtype, call, texts, tokens, rounds[device])
+
+    def in_process_rows(provider: str, bundle_dtype: str, bundle: Path) -> list[Row]:
+        call = in_process(bundle, provider, workers)
+        return measure("in process (Runtime)", provider, bundle_dtype, call, texts, tokens, rounds[provider])
+
+    anchor = guarded("speed", "sentence-transformers encode (anchor)", device, dtype, anchor_rows)
     rows = with_anchor(list(anchor), anchor)
     providers = ["cpu", "cuda"] if cuda else ["cpu"]
     for provider in providers:
         for bundle_dtype, bundle in models.bundles.items():
-            call = in_process(bundle, provider, workers)
-            measured = measure("in process (Runtime)", provider, bundle_dtype, call, texts, tokens, rounds[provider])
+            work = partial(in_process_rows, provider, bundle_dtype, bundle)
+            measured = guarded("speed", "in process (Runtime)", provider, bundle_dtype, work)
             rows += with_anchor(measured, anchor) if provider == device else measured
     served = service_rows(models.bundles, providers, texts, tokens, rounds, workers)
-    speed = [r for r in served if r.part == "speed" and r.provider == device]
-    with_anchor(speed, anchor)
+    with_anchor([r for r in served if r.part == "speed" and r.provider == device], anchor)
     if not cuda:
         served.append(Row("speed", "CUDA: in process, service, sentence-transformers fp16", "cuda", "-", NOT_RUN))
     return rows + served
@@ -107,12 +115,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     with stage("checkpoint and bundles", stages):
         models = build(args.shape, args.out / "work", child_env())
     with stage("placement", stages):
-        rows = placement_rows(models.bundles, cuda)
+        rows = guarded("placement", "placement", "-", "-", partial(placement_rows, models.bundles, cuda))
     with stage("parity", stages):
-        rows += parity_rows(models.checkpoint, models.bundles, cuda)
+        rows += guarded("parity", "parity", "-", "-", partial(parity_rows, models.checkpoint, models.bundles, cuda))
     rounds = {"cuda": args.rounds, "cpu": args.cpu_rounds}
     with stage("service and speed", stages):
-        rows += speed_rows(models, cuda, held_out_texts(256), rounds, args.workers)
+        work = partial(speed_rows, models, cuda, held_out_texts(256), rounds, args.workers)
+        rows += guarded("speed", "service and speed", "-", "-", work)
     failed = [r for r in rows if r.ok is False]
     verdict = f"{len(failed)} failed" if failed else ("all passed" if cuda else "CPU-only parts passed; CUDA not run")
     summary = {

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,19 @@ def check(part: str, name: str, provider: str, dtype: str, value: float, bound: 
     """A figure against its bound: ``value >= bound`` when ``at_least``, else ``value <= bound``."""
     ok = value >= bound if at_least else value <= bound
     return Row(part, name, provider, dtype, value, f"{'>=' if at_least else '<='} {bound:g}", ok)
+
+
+def guarded(part: str, name: str, provider: str, dtype: str, work: Callable[[], list[Row]]) -> list[Row]:
+    """``work``'s rows; if it raises, one failed row naming the error (traceback on stderr), and the
+    check goes on: one run on a lent GPU must write down everything it could measure."""
+    try:
+        return work()
+    except Exception as error:
+        traceback.print_exc()
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return [
+            Row(part, f"{name} crashed: {type(error).__name__}: {first[:300]}", provider, dtype, "error", "", False)
+        ]
 
 
 def _cell(value: float | str | None) -> str:

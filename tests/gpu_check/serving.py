@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,8 @@ from tests.servers import ServerProcess
 
 from .bootstrap import child_env
 from .parity import BOUNDS, ort_outputs, pooled
-from .report import Row, check
-from .speed import Call, measure
+from .report import Row, check, guarded
+from .speed import measure
 
 PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -79,6 +80,31 @@ def metrics_rows(server: ServerProcess, provider: str, dtype: str) -> list[Row]:
     ]  # fmt: skip
 
 
+def one_server(
+    bundle: Path, provider: str, dtype: str, texts: list[str], tokens: float, rounds: int, workers: int
+) -> list[Row]:
+    rows: list[Row] = []
+    server = start(bundle, provider, workers)
+    try:
+        with Client(server.target, timeout=120) as client:
+            info = client.info()
+            limits = info.limits
+            name = (f"GetModelInfo: provider {info.provider}, max_batch_tokens {limits.max_batch_tokens}, "
+                    f"max_batch_size {limits.max_batch_size}")  # fmt: skip
+            expected = PROVIDER_NAMES[provider]
+            rows.append(Row("service", name, provider, dtype, info.provider, expected, info.provider == expected))
+            rows += attention_rows(client, bundle, provider, dtype, texts[:8])
+
+            def call(batch: Sequence[str], caller: int) -> object:
+                return client.embed(list(batch), truncate=True)
+
+            rows += measure("service (gRPC Embed)", provider, dtype, call, texts, tokens, rounds)
+        rows += metrics_rows(server, provider, dtype)
+    finally:
+        server.terminate()
+    return rows
+
+
 def service_rows(
     bundles: dict[str, Path], providers: Sequence[str], texts: list[str], tokens: float, rounds: dict[str, int],
     workers: int,
@@ -86,23 +112,6 @@ def service_rows(
     rows: list[Row] = []
     for provider in providers:
         for dtype, bundle in bundles.items():
-            server = start(bundle, provider, workers)
-            try:
-                with Client(server.target, timeout=120) as client:
-                    info = client.info()
-                    rows.append(
-                        Row("service", f"GetModelInfo: provider {info.provider}, max_batch_tokens "
-                            f"{info.limits.max_batch_tokens}, max_batch_size {info.limits.max_batch_size}", provider,
-                            dtype, info.provider, PROVIDER_NAMES[provider], info.provider == PROVIDER_NAMES[provider])
-                    )  # fmt: skip
-                    rows += attention_rows(client, bundle, provider, dtype, texts[:8])
-
-                    def call(batch: Sequence[str], caller: int, client: Client = client) -> object:
-                        return client.embed(list(batch), truncate=True)
-
-                    served: Call = call
-                    rows += measure("service (gRPC Embed)", provider, dtype, served, texts, tokens, rounds[provider])
-                rows += metrics_rows(server, provider, dtype)
-            finally:
-                server.terminate()
+            work = partial(one_server, bundle, provider, dtype, texts, tokens, rounds[provider], workers)
+            rows += guarded("service", "service", provider, dtype, work)
     return rows

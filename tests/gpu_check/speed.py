@@ -100,7 +100,8 @@ def mean_tokens(bundle: Path, texts: list[str]) -> float:
 
 def with_anchor(rows: list[Row], anchor: list[Row]) -> list[Row]:
     """Each row's texts/s as a multiple of the anchor's at the same load."""
-    by_load = {r.detail["load"]: r.detail["texts_per_s"] for r in anchor}
+    by_load = {r.detail["load"]: r.detail["texts_per_s"] for r in anchor if r.detail}  # none if the anchor failed
     for row in rows:
-        row.detail["vs_anchor"] = row.detail["texts_per_s"] / by_load[row.detail["load"]]
+        if row.detail.get("load") in by_load:
+            row.detail["vs_anchor"] = row.detail["texts_per_s"] / by_load[row.detail["load"]]
     return rows
