@@ -99,6 +99,10 @@ def speed_rows(models: Any, cuda: bool, texts: list[str], rounds: dict[str, int]
     return rows + served
 
 
+def _raise(error: Exception) -> list[Row]:
+    raise error
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     cli = argparse.ArgumentParser(prog="gpu-check", description=__doc__)
     cli.add_argument("--out", type=Path, required=True, help="folder for gpu-check.md, gpu-check.json and work/")
@@ -113,7 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
           file=sys.stderr)  # fmt: skip
     stages: dict[str, float] = {}
     with stage("checkpoint and bundles", stages):
-        models = build(args.shape, args.out / "work", child_env())
+        try:
+            models = build(args.shape, args.out / "work", child_env())
+        except Exception as error:  # nothing else can run: say why, in the table too
+            rows = guarded("export", "checkpoint and bundles", "cpu", "-", partial(_raise, error))
+            write(args.out, rows, {"device": device, "cuda": cuda, "verdict": "export failed", "stages_s": stages})
+            print(f"gpu-check: building the bundles failed: {error}", file=sys.stderr)
+            return 1
     with stage("placement", stages):
         rows = guarded("placement", "placement", "-", "-", partial(placement_rows, models.bundles, cuda))
     with stage("parity", stages):

@@ -33,6 +33,7 @@ MINILM = ArchitectureCase(
 )
 SHAPES = {"minilm": (MINILM, 256), "tiny": (CASES["bert"], 64)}  # case, max_seq_length
 DTYPES = ("fp32", "fp16")
+EXPORT_TIMEOUT_S = 600
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,12 @@ def build(shape: str, work: Path, env: dict[str, str]) -> Models:
     }  # both at once: dynamo's tracing is mostly one Python thread each
     failures = []
     for dtype, process in exports.items():
-        output, _ = process.communicate(timeout=600)
+        try:
+            output, _ = process.communicate(timeout=EXPORT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            for other in exports.values():
+                other.kill()
+            raise RuntimeError(f"atento export --dtype {dtype} took over {EXPORT_TIMEOUT_S} s") from None
         if process.returncode != 0:
             failures.append(f"atento export --dtype {dtype} failed ({process.returncode}):\n{output[-3000:]}")
     if failures:
