@@ -109,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.add_argument("--shape", choices=sorted(SHAPES), default="minilm", help="the random checkpoint's shape")
     cli.add_argument("--rounds", type=int, default=20, help="measured rounds of each load on CUDA")
     cli.add_argument("--cpu-rounds", type=int, default=3, help="measured rounds of each load on the CPU")
+    cli.add_argument(
+        "--reuse", action="store_true", help="keep the checkpoint and bundles of an earlier run in OUT/work"
+    )
     cli.add_argument("--workers", type=int, default=2, help="--inference-workers (CUDA: one session/stream each)")
     args = cli.parse_args(argv)
     started = time.perf_counter()
@@ -118,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stages: dict[str, float] = {}
     with stage("checkpoint and bundles", stages):
         try:
-            models = build(args.shape, args.out / "work", child_env())
+            models = build(args.shape, args.out / "work", child_env(), args.reuse)
         except Exception as error:  # nothing else can run: say why, in the table too
             rows = guarded("export", "checkpoint and bundles", "cpu", "-", partial(_raise, error))
             write(args.out, rows, {"device": device, "cuda": cuda, "verdict": "export failed", "stages_s": stages})

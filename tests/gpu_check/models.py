@@ -42,11 +42,16 @@ class Models:
     bundles: dict[str, Path]  # dtype -> bundle directory
 
 
-def build(shape: str, work: Path, env: dict[str, str]) -> Models:
-    """The checkpoint and both bundles under ``work`` (rebuilt each run: a few seconds to a minute)."""
+def build(shape: str, work: Path, env: dict[str, str], reuse: bool = False) -> Models:
+    """The checkpoint and both bundles under ``work``: rebuilt (a few seconds to a minute), or with
+    ``reuse`` kept from an earlier run when all three are there (a rerun on a lent GPU saves the export)."""
     case, max_tokens = SHAPES[shape]
-    checkpoint = write_checkpoint(case, work / f"{shape}-checkpoint", seed=14, max_tokens=max_tokens)
+    checkpoint = work / f"{shape}-checkpoint"
     bundles = {dtype: work / f"{shape}-{dtype}" for dtype in DTYPES}
+    built = [checkpoint / "model.safetensors", *(bundle / "manifest.json" for bundle in bundles.values())]
+    if reuse and all(path.is_file() for path in built):
+        return Models(checkpoint, bundles)
+    write_checkpoint(case, checkpoint, seed=14, max_tokens=max_tokens)
     exports = {
         dtype: subprocess.Popen(
             [
