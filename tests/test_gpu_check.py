@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 
 import onnxruntime as ort
+import pytest
 
 from tests.conftest import ROOT
+from tests.gpu_check import bootstrap, report
 from tests.gpu_check.report import NOT_RUN
 from tests.gpu_check.speed import LOADS
 
@@ -77,3 +79,39 @@ def test_gpu_check_cpu_part_writes_its_rows_and_says_no_gpu(tmp_path: Path) -> N
         assert not [
             r for r in rows if r["provider"] == "cuda" and r["value"] != NOT_RUN and r["part"] != "capabilities"
         ]
+
+
+@pytest.mark.fast
+def test_the_package_tree_maps_the_checkout_like_the_installed_package() -> None:
+    """How the GPU machine's python3 imports atento without installing it (make package-tree's layout)."""
+    tree = bootstrap.package_tree()
+    for name, folder in bootstrap.LINKS.items():
+        assert (tree / "atento" / name).resolve() == (ROOT / folder).resolve()
+    assert (tree / "atento" / "service" / "runtime.py").is_file()
+
+
+@pytest.mark.fast
+def test_server_subprocesses_find_pips_nvidia_libraries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for library in ("cudnn", "cublas"):
+        (tmp_path / "nvidia" / library / "lib").mkdir(parents=True)
+    monkeypatch.setattr(sys, "path", [*sys.path, str(tmp_path)])
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/elsewhere")
+    found = bootstrap.child_env()["LD_LIBRARY_PATH"].split(":")
+    assert found[-1] == "/opt/elsewhere"
+    assert {str(tmp_path / "nvidia" / lib / "lib") for lib in ("cudnn", "cublas")} <= set(found)
+
+
+@pytest.mark.fast
+def test_a_crashing_part_is_a_failed_row_and_the_tables_name_it(tmp_path: Path) -> None:
+    def broken() -> list[report.Row]:
+        raise RuntimeError("CUDA error: out of memory\nmore")
+
+    rows = report.guarded("service", "service", "cuda", "fp16", broken)
+    rows.append(report.check("parity", "pooled cosine min", "cuda", "fp16", 0.99999, 0.9999, True))
+    table, data = report.write(tmp_path, rows, {"device": "H200", "verdict": "1 failed"})
+    assert [r.ok for r in rows] == [False, True]
+    assert (
+        "| service crashed: RuntimeError: CUDA error: out of memory | cuda | fp16 | error |  | **NO** |"
+        in table.read_text()
+    )
+    assert json.loads(data.read_text())["rows"][1]["bound"] == ">= 0.9999"
