@@ -14,7 +14,7 @@ import onnx
 from atento.export.provider_capabilities import problems
 from atento.service.bundle import GraphRole, read_bundle
 from atento.service.config import Settings
-from atento.service.placement import COMPUTE_OPS, summary
+from atento.service.placement import astray, summary
 from atento.service.runtime import CPU, CUDA, Runtime
 
 from .report import Row
@@ -36,17 +36,13 @@ def placement_rows(bundles: dict[str, Path], cuda: bool) -> list[Row]:
             for name, runtime in runtimes.items():
                 provider = CUDA if name == "cuda" else CPU
                 placements = runtime.placement(graph)
-                astray = [
-                    f"{p.node} ({p.op_type} on {p.provider})"
-                    for p in placements
-                    if p.op_type in COMPUTE_OPS and p.provider != provider
-                ]
+                off = [f"{p.node} ({p.op_type} on {p.provider})" for p in astray(placements, provider)]
                 rows.append(
                     Row("placement", f"{graph.value}: compute nodes off {name.upper()} ({summary(placements)})", name,
-                        dtype, float(len(astray)), "== 0", not astray, {"astray": astray})
+                        dtype, float(len(off)), "== 0", not off, {"astray": off})
                 )  # fmt: skip
                 if name == "cuda":
-                    agree = (not static) == (not astray)
+                    agree = (not static) == (not off)
                     rows.append(
                         Row("capabilities", f"{graph.value}: static list agrees with ORT's CUDA placement", "cuda",
                             dtype, "yes" if agree else "no", "agree", agree)

@@ -4,6 +4,7 @@ batching defaults per provider. What only a device can show runs in `make gpu-ch
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +15,7 @@ from atento.service.batcher import Batcher, BatchLimits
 from atento.service.bundle import GraphRole, read_bundle
 from atento.service.config import Settings, settings_from
 from atento.service.metrics import Metrics
+from atento.service.placement import PlacementError, astray, check_placement, read_profile
 from atento.service.provider_defaults import PROVIDER_DEFAULTS, for_provider
 from atento.service.runtime import CPU, CUDA, CUDA_OPTIONS, Outputs, Runtime, replicas_for, session_providers
 from atento.service.tokenizer import Encoded
@@ -102,3 +104,31 @@ def test_the_cpu_runtime_keeps_one_session_per_graph(tiny_bundle: Path) -> None:
     ids = np.full((1, 4), 2000, dtype=np.int64)  # (B, S)
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     assert runtime.run(feeds, GraphRole.FAST, worker=2).run_s > 0  # any worker index lands on the one session
+
+
+def profile_event(node: str, op: str, provider: str, inputs: list[dict[str, list[int]]]) -> dict[str, object]:
+    """One node event as ONNX Runtime's profiler writes it (the fields read_profile uses)."""
+    args = {"op_name": op, "provider": provider, "input_type_shape": inputs, "output_type_shape": inputs[:1]}
+    return {"cat": "Node", "name": f"{node}_kernel_time", "args": args}
+
+
+@pytest.mark.fast
+def test_int64_index_arithmetic_may_stay_on_the_cpu_model_data_may_not(tmp_path: Path) -> None:
+    """What a CUDA profile may look like: positions from the packed mask (int64 Where) on the CPU are
+    fine; a float Add (a residual) on the CPU is refused by name."""
+    events = [
+        profile_event("positions_where", "Where", CPU, [{"bool": [2, 16]}, {"int64": []}, {"int64": [2, 16]}]),
+        profile_event("mask_and", "And", CPU, [{"bool": [2, 16, 16]}, {"bool": [16, 16]}]),
+        profile_event("q_proj", "MatMul", CUDA, [{"float16": [2, 16, 384]}]),
+        profile_event("word_embeddings", "Gather", CUDA, [{"float16": [2000, 384]}, {"int64": [2, 16]}]),
+    ]
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(events))
+    placements = read_profile(path)
+    assert [p.floats for p in placements] == [False, False, True, True]
+    check_placement(placements, CUDA, "encoder")  # nothing astray
+    events.append(profile_event("residual_add", "Add", CPU, [{"float16": [2, 16, 384]}, {"float16": [2, 16, 384]}]))
+    path.write_text(json.dumps(events))
+    with pytest.raises(PlacementError, match=r"residual_add \(Add on CPUExecutionProvider\)"):
+        check_placement(read_profile(path), CUDA, "encoder")
+    assert [p.node for p in astray(read_profile(path), CUDA)] == ["residual_add"]
