@@ -80,9 +80,10 @@ def speed_rows(models: Any, cuda: bool, texts: list[str], rounds: dict[str, int]
         call = sentence_transformers(models.checkpoint, device, dtype)
         return measure("sentence-transformers encode (anchor)", device, dtype, call, texts, tokens, rounds[device])
 
-    def in_process_rows(provider: str, bundle_dtype: str, bundle: Path) -> list[Row]:
-        call = in_process(bundle, provider, workers)
-        return measure("in process (Runtime)", provider, bundle_dtype, call, texts, tokens, rounds[provider])
+    def in_process_rows(provider: str, bundle_dtype: str, bundle: Path, sessions: int = workers) -> list[Row]:
+        call = in_process(bundle, provider, sessions)
+        path = "in process (Runtime)" if sessions == workers else f"in process (Runtime, {sessions} session)"
+        return measure(path, provider, bundle_dtype, call, texts, tokens, rounds[provider])
 
     anchor = guarded("speed", "sentence-transformers encode (anchor)", device, dtype, anchor_rows)
     rows = with_anchor(list(anchor), anchor)
@@ -92,6 +93,9 @@ def speed_rows(models: Any, cuda: bool, texts: list[str], rounds: dict[str, int]
             work = partial(in_process_rows, provider, bundle_dtype, bundle)
             measured = guarded("speed", "in process (Runtime)", provider, bundle_dtype, work)
             rows += with_anchor(measured, anchor) if provider == device else measured
+    if cuda and workers > 1:  # does a second session (CUDA stream) per GPU pay? the same loads on one
+        one = partial(in_process_rows, "cuda", "fp16", models.bundles["fp16"], 1)
+        rows += with_anchor(guarded("speed", "in process (Runtime, 1 session)", "cuda", "fp16", one), anchor)
     served = service_rows(models.bundles, providers, texts, tokens, rounds, workers)
     with_anchor([r for r in served if r.part == "speed" and r.provider == device], anchor)
     if not cuda:
