@@ -140,5 +140,34 @@ $(REAL_WEIGHTS)/all-mpnet-base-v2/model.safetensors: | $(VENV)/.installed
 real-weights: $(REAL_WEIGHTS)/all-mpnet-base-v2/model.safetensors
 	ATENTO_REAL_WEIGHTS=$(abspath $(REAL_WEIGHTS))/all-mpnet-base-v2 $(PY) -m pytest -s tests/export/test_real_weights.py $(PYTEST_ARGS)
 
+# CUDA: `make gpu-check` proves the GPU path in one command on a machine with a CUDA GPU, using that
+# machine's own python3 (3.12 with torch, transformers, sentence-transformers, onnx, tokenizers,
+# numpy) and the wheels `make gpu-wheels` downloaded here, never this venv (README, "CUDA").
+.PHONY: gpu-wheels gpu-check
+GPU_WHEELS ?= gpu-wheels
+GPU_SITE ?= build/gpu-site
+GPU_CHECK_OUT ?= gpu-check-results
+GPU_PLATFORMS := $(foreach p,manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64,--platform $(p))
+
+gpu-wheels: $(VENV)/.installed
+	@mkdir -p build
+	$(PY) -m tests.gpu_check.wheels > build/gpu-requirements.txt
+	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp $(GPU_PLATFORMS) -d $(GPU_WHEELS) -r build/gpu-requirements.txt
+	@# wheels over 48 MiB (onnxruntime-gpu) in 48 MiB parts, so each fits a size-limited transfer
+	@cd $(GPU_WHEELS) && for w in *.whl; do if [ $$(stat -c %s $$w) -gt 50331648 ]; then \
+	  split -b 48m -d $$w $$w.part- && rm $$w; fi; done; ls
+
+# Installs the carried wheels into build/gpu-site (pip with --no-index, or plain unzip where the
+# machine has no pip), then runs the check; exit 3 means no CUDA here (only the CPU parts ran).
+gpu-check: package-tree
+	@for first in $(GPU_WHEELS)/*.whl.part-00; do [ -e "$$first" ] || continue; \
+	  cat "$${first%.part-00}".part-* > "$${first%.part-00}" && rm "$${first%.part-00}".part-*; done
+	@if ls $(GPU_WHEELS)/*.whl >/dev/null 2>&1; then mkdir -p $(GPU_SITE); \
+	  $(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --no-index --upgrade --target $(GPU_SITE) \
+	    $(GPU_WHEELS)/*.whl 2>/dev/null || for w in $(GPU_WHEELS)/*.whl; do $(PYTHON) -m zipfile -e $$w $(GPU_SITE); done; fi
+	PYTHONPATH=$(CURDIR)/$(PACKAGE_TREE):$(CURDIR)/$(GPU_SITE)$${PYTHONPATH:+:$$PYTHONPATH} \
+		$(PYTHON) -m tests.gpu_check --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
+
 clean:
 	rm -rf $(VENV) $(TOOLS) $(KSERVE_CLIENT) build .pytest_cache .mypy_cache .ruff_cache

@@ -143,14 +143,6 @@ class FusedSelfAttention(MultiHeadSelfAttention):
         return context, None
 
 
-class FusedSelfAttentionWithMaps(MultiHeadSelfAttention):
-    """One ONNX ``Attention`` node whose 4th output (``qk_matmul_output_mode=3``) is the attention map."""
-
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> tuple[Tensor, Tensor | None]:
-        context, _, _, maps = torch.onnx.ops.attention(q, k, v, mask, qk_matmul_output_mode=3)
-        return context, maps
-
-
 class FeedForward(nn.Module):
     """Position-wise GELU(X W_1) W_2."""
 

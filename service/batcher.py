@@ -84,7 +84,7 @@ class Batcher:
         self._map_bytes_per_cell = model.num_layers * model.num_heads * 4  # float32 per (query, key)
 
     def start(self) -> None:
-        self._workers = [asyncio.create_task(self._work(), name=f"batcher-{i}") for i in range(self.limits.workers)]
+        self._workers = [asyncio.create_task(self._work(i), name=f"batcher-{i}") for i in range(self.limits.workers)]
 
     @property
     def queued(self) -> int:
@@ -132,7 +132,8 @@ class Batcher:
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
-    async def _work(self) -> None:
+    async def _work(self, worker: int) -> None:
+        """One inference worker: its batches run on its own sessions (on CUDA, its own stream)."""
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
@@ -141,7 +142,7 @@ class Batcher:
             bulk = all(item.reservation.bulk for item in batch)
             self._bulk_running += bulk
             try:
-                outputs = await loop.run_in_executor(self._executor, self._compute, batch)
+                outputs = await loop.run_in_executor(self._executor, self._compute, batch, worker)
             except Exception as error:  # an ORT failure fails this batch's calls, not the server
                 log.exception("batch of %d texts failed", len(batch))
                 for item in batch:
@@ -261,7 +262,7 @@ class Batcher:
         runs = pack_by_width([item.encoded for item in batch], self.limits.row_tokens, self.runtime.row_align)
         return sum(attention_cells(run) for run in runs) * self._map_bytes_per_cell
 
-    def _compute(self, batch: list[WorkItem]) -> list[ItemOutput]:
+    def _compute(self, batch: list[WorkItem], worker: int = 0) -> list[ItemOutput]:
         """In a worker thread: pack (``pack_by_width``), run ONNX Runtime, slice each text back out."""
         start = time.perf_counter()
         graph = batch[0].graph
@@ -269,7 +270,7 @@ class Batcher:
         maps: list[np.ndarray | None] = [None] * len(batch)
         padded = real = 0
         for run in pack_by_width([item.encoded for item in batch], self.limits.row_tokens, self.runtime.row_align):
-            outputs = self.runtime.run(run.inputs, graph)
+            outputs = self.runtime.run(run.inputs, graph, worker)
             padded += run.inputs["input_ids"].size
             for i, place in zip(run.texts, run.placements, strict=True):
                 text = place.columns

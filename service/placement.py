@@ -28,11 +28,15 @@ class PlacementError(RuntimeError):
     """Compute nodes run on another provider than the one asked for."""
 
 
+FLOAT_TYPES = frozenset({"float", "float16", "bfloat16", "double"})
+
+
 @dataclass(frozen=True)
 class NodePlacement:
     node: str
     op_type: str
     provider: str
+    floats: bool = True  # some input or output is a float tensor: model data, not int64 shape or mask arithmetic
 
 
 def read_profile(path: Path | str) -> list[NodePlacement]:
@@ -44,7 +48,9 @@ def read_profile(path: Path | str) -> list[NodePlacement]:
         if event.get("cat") != "Node" or "provider" not in args or not event.get("name", "").endswith("_kernel_time"):
             continue
         name = event["name"].removesuffix("_kernel_time")
-        seen[name] = NodePlacement(name, args.get("op_name", "?"), args["provider"])
+        tensors = [*args.get("input_type_shape", []), *args.get("output_type_shape", [])]  # [{"float": [2, 16]}]
+        floats = any(kind in FLOAT_TYPES for tensor in tensors for kind in tensor) if tensors else True
+        seen[name] = NodePlacement(name, args.get("op_name", "?"), args["provider"], floats)
     return list(seen.values())
 
 
@@ -58,10 +64,17 @@ def summary(placements: list[NodePlacement]) -> str:
     return f"{len(placements)} nodes: " + ", ".join(parts)
 
 
+def astray(placements: list[NodePlacement], provider: str) -> list[NodePlacement]:
+    """The compute nodes not on ``provider``. An op of COMPUTE_OPS that touches no float tensor (the
+    int64 Where/Add/Gather of positions and the packed mask, bool And) is index arithmetic done once
+    per batch, which ONNX Runtime may keep on the CPU; one on model data (float) must follow the provider."""
+    return [p for p in placements if p.op_type in COMPUTE_OPS and p.floats and p.provider != provider]
+
+
 def check_placement(placements: list[NodePlacement], provider: str, graph: str) -> None:
     """Raise naming every compute node of ``graph`` that ONNX Runtime did not place on ``provider``."""
-    astray = [p for p in placements if p.op_type in COMPUTE_OPS and p.provider != provider]
-    if astray:
-        named = ", ".join(f"{p.node} ({p.op_type} on {p.provider})" for p in astray[:5])
-        more = f" and {len(astray) - 5} more" if len(astray) > 5 else ""
+    astray_nodes = astray(placements, provider)
+    if astray_nodes:
+        named = ", ".join(f"{p.node} ({p.op_type} on {p.provider})" for p in astray_nodes[:5])
+        more = f" and {len(astray_nodes) - 5} more" if len(astray_nodes) > 5 else ""
         raise PlacementError(f"the {graph} graph has compute nodes off {provider}: {named}{more}")

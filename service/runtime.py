@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,32 @@ OPTIMIZATION = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
+
+
+# The CUDA provider's options, chosen for an encoder served with varying batch shapes (README, "CUDA"):
+# - arena_extend_strategy kSameAsRequested: every new batch shape would otherwise grow the memory
+#   arena to the next power of two; exact growth keeps device memory near what the batches need,
+#   so several workers' sessions fit on one GPU.
+# - cudnn_conv_algo_search DEFAULT: an encoder has no convolutions; EXHAUSTIVE would only add
+#   start-up time for nothing.
+# - use_tf32 0: TF32 matmuls keep 10 mantissa bits, ~1e-3 relative error, which would break the fp32
+#   bundle's parity with PyTorch (hidden max |delta| bound 1e-4); the fp16 bundle, the GPU default,
+#   uses fp16 tensor cores whatever this says.
+# - do_copy_in_default_stream 1: copies run on the compute stream, ordered with the kernels with no
+#   extra synchronisation (ONNX Runtime's default, written out so that nobody flips it unknowingly).
+CUDA_OPTIONS = {
+    "arena_extend_strategy": "kSameAsRequested",
+    "cudnn_conv_algo_search": "DEFAULT",
+    "use_tf32": "0",
+    "do_copy_in_default_stream": "1",
+}
+
+
+def session_providers(provider: str) -> list[str | tuple[str, dict[str, str]]]:
+    """What ``InferenceSession(providers=...)`` gets: CUDA with its options, then the CPU for shape ops."""
+    if provider == CUDA:
+        return [(CUDA, dict(CUDA_OPTIONS)), CPU]
+    return [provider, CPU] if provider != CPU else [CPU]
 
 
 class ProviderError(RuntimeError):
@@ -80,28 +107,54 @@ def confirm_provider(requested: str, wanted: str, got: Sequence[str]) -> str:
 class Outputs:
     hidden: np.ndarray  # (B, S, D) float32
     attention_maps: np.ndarray | None  # (B, layers, heads, S, S) float32: the attention-maps graph only
+    run_s: float = 0.0  # ONNX Runtime's run alone (on CUDA: inputs to the device and kernels, not the copy back)
+
+
+def replicas_for(provider: str, workers: int) -> int:
+    """Sessions per graph: one per inference worker on CUDA, since each CUDA session has its own
+    stream and workers then overlap on the GPU; one on the CPU, where a session is thread-safe and
+    each extra one would bring its own thread pool to fight over the same cores."""
+    return max(1, workers) if provider == CUDA else 1
 
 
 class Runtime:
-    """The fast graph always; the attention-maps graph when enabled. Sessions are safe to run from threads."""
+    """The fast graph always; the attention-maps graph when enabled. Sessions are safe to run from
+    threads; on CUDA each inference worker has sessions (and so a CUDA stream) of its own."""
 
-    def __init__(self, bundle: Bundle, settings: Settings) -> None:
+    def __init__(self, bundle: Bundle, settings: Settings, replicas: int | None = None) -> None:
         self.bundle, self.settings = bundle, settings
         requested = settings.provider
         wanted = check_capabilities(bundle, requested, choose_provider(requested, ort.get_available_providers()))
         fast = self._session(bundle, GraphRole.FAST, wanted, settings)
         self.provider = confirm_provider(requested, wanted, fast.get_providers())
-        self._sessions = {GraphRole.FAST: fast}
-        if settings.attention_maps and bundle.has_attention_maps_graph:
-            maps = self._session(bundle, GraphRole.ATTENTION_MAPS, self.provider, settings)
-            self._sessions[GraphRole.ATTENTION_MAPS] = maps
+        count = replicas if replicas is not None else replicas_for(self.provider, settings.inference_workers)
+        maps_wanted = settings.attention_maps and bundle.has_attention_maps_graph
+        self._replicas: list[dict[GraphRole, ort.InferenceSession]] = []  # [worker][graph]
+        for i in range(count):
+            sessions = {
+                GraphRole.FAST: fast if i == 0 else self._session(bundle, GraphRole.FAST, self.provider, settings)
+            }
+            if maps_wanted:
+                sessions[GraphRole.ATTENTION_MAPS] = self._session(
+                    bundle, GraphRole.ATTENTION_MAPS, self.provider, settings
+                )
+            self._replicas.append(sessions)
+        self._sessions = self._replicas[0]
+        self.on_run: Callable[[GraphRole, float], None] | None = None  # GPU metrics' hook (gpu_metrics.py)
         self.input_names = tuple(i.name for i in fast.get_inputs())
         log.info(
-            "runtime ready: provider %s (asked for %s), attention-maps graph %s",
+            "runtime ready: provider %s (asked for %s), %d session(s) per graph, attention-maps graph %s%s",
             self.provider,
             requested,
+            count,
             "loaded" if self.has_attention_maps else "off",
+            f", CUDA options {CUDA_OPTIONS}" if self.provider == CUDA else "",
         )
+
+    @property
+    def replicas(self) -> int:
+        """How many sessions each graph has: inference workers use them round robin (``run(worker=)``)."""
+        return len(self._replicas)
 
     @staticmethod
     def _session(
@@ -120,8 +173,7 @@ class Runtime:
         if profile:  # ONNX Runtime's own word on where each node runs (see placement.py)
             options.enable_profiling = True
             options.profile_file_prefix = str(Path(tempfile.gettempdir()) / f"atento-placement-{role.value}")
-        providers = [provider, CPU] if provider != CPU else [CPU]
-        return ort.InferenceSession(str(bundle.graph_path(role)), options, providers=providers)
+        return ort.InferenceSession(str(bundle.graph_path(role)), options, providers=session_providers(provider))
 
     @property
     def row_align(self) -> int:
@@ -132,27 +184,36 @@ class Runtime:
     def has_attention_maps(self) -> bool:
         return GraphRole.ATTENTION_MAPS in self._sessions
 
-    def run(self, inputs: Mapping[str, np.ndarray], graph: GraphRole = GraphRole.FAST) -> Outputs:
-        """inputs: (B, S) int64 arrays by name, run through ``graph`` (which must be loaded)."""
-        session = self._sessions[graph]
+    def run(self, inputs: Mapping[str, np.ndarray], graph: GraphRole = GraphRole.FAST, worker: int = 0) -> Outputs:
+        """inputs: (B, S) int64 arrays by name, run through ``graph`` (which must be loaded) on
+        ``worker``'s sessions (any int: taken modulo the replicas)."""
+        session = self._replicas[worker % len(self._replicas)][graph]
         feeds = {name: inputs[name] for name in self.input_names}
         if self.provider == CUDA:
-            outputs = self._run_bound(session, feeds)
+            outputs, run_s = self._run_bound(session, feeds)
+            if self.on_run is not None:
+                self.on_run(graph, run_s)
         else:
+            start = time.perf_counter()
             outputs = session.run(None, feeds)
-        return Outputs(hidden=outputs[0], attention_maps=outputs[1] if graph is GraphRole.ATTENTION_MAPS else None)
+            run_s = time.perf_counter() - start
+        maps = outputs[1] if graph is GraphRole.ATTENTION_MAPS else None
+        return Outputs(hidden=outputs[0], attention_maps=maps, run_s=run_s)
 
     @staticmethod
-    def _run_bound(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """IOBinding on CUDA: inputs copied to the device once, outputs allocated by ORT and copied back once."""
+    def _run_bound(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> tuple[list[np.ndarray], float]:
+        """IOBinding on CUDA: inputs copied to the device once; outputs allocated by ORT in device
+        memory (no host staging inside the run) and copied back once, each, after it."""
         binding = session.io_binding()
         for name, array in feeds.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(array))
         for output in session.get_outputs():
-            binding.bind_output(output.name, "cpu")
-        session.run_with_iobinding(binding)
+            binding.bind_output(output.name, "cuda")
+        start = time.perf_counter()
+        session.run_with_iobinding(binding)  # returns once the session's stream has finished
+        run_s = time.perf_counter() - start
         outputs: list[np.ndarray] = binding.copy_outputs_to_cpu()
-        return outputs
+        return outputs, run_s
 
     def warm_up(self) -> None:
         """A few shapes through every loaded graph, so the first real request pays no set-up cost."""
@@ -160,8 +221,9 @@ class Runtime:
             seq = min(seq, self.bundle.model.max_positions)
             ids = np.full((batch, seq), 1000, dtype=np.int64)
             feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-            for graph in self._sessions:
-                self.run(feeds, graph)
+            for worker, sessions in enumerate(self._replicas):  # every replica: each has its own arena
+                for graph in sessions:
+                    self.run(feeds, graph, worker)
         if self.provider == CUDA:  # a node quietly left on the CPU costs copies every layer: refuse it
             for graph in self._sessions:
                 placements = self.placement(graph)

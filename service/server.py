@@ -28,13 +28,15 @@ from .batcher import Batcher, BatchLimits
 from .bundle import Bundle, BundleError, read_bundle
 from .config import Settings
 from .engine import Engine
+from .gpu_metrics import gpu_metrics
 from .http_api import OpenAIDoor
 from .http_metrics import metrics_site
 from .http_site import HttpLimits, HttpSite, tls_context
 from .kserve import INFERENCE_SERVICE, KServeServicer, kserve_handlers
 from .metrics import Metrics
 from .pooling import SentenceHead
-from .runtime import ProviderError, Runtime
+from .provider_defaults import for_provider
+from .runtime import CUDA, ProviderError, Runtime
 from .servicer import ENCODER_SERVICE, EncoderServicer, atento_version, rpc_handlers
 from .standard import Health, add_reflection
 from .tokenizer import TextTokenizer
@@ -238,6 +240,10 @@ class AtentoServer:
                 f"bundle {settings.bundle}: onnxruntime cannot run it: {str(error).splitlines()[0]}"
             ) from error
         await self._check_positions(bundle, runtime)
+        # A GPU wants larger batches than the CPU defaults: what the user did not set follows the provider.
+        settings = self.settings = self.servicer.settings = for_provider(settings, runtime.provider)
+        if runtime.provider == CUDA:
+            runtime.on_run = gpu_metrics(self.metrics.registry)
         limits = BatchLimits(
             max_batch_tokens=settings.max_batch_tokens,
             max_batch_size=settings.max_batch_size,

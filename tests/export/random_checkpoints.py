@@ -162,8 +162,9 @@ def perturb(model: torch.nn.Module, seed: int) -> None:
             parameter.add_(torch.randn(parameter.shape, generator=generator) * scale)
 
 
-def write_checkpoint(case: ArchitectureCase, directory: Path, seed: int = 0) -> Path:
-    """config.json + model.safetensors + tokenizer.json (+ a sentence-transformers directory) in ``directory``."""
+def write_checkpoint(case: ArchitectureCase, directory: Path, seed: int = 0, max_tokens: int = MAX_TOKENS) -> Path:
+    """config.json + model.safetensors + tokenizer.json (+ a sentence-transformers directory) in ``directory``;
+    ``max_tokens``: the directory's max_seq_length (at most the model's usable positions)."""
     from transformers import AutoConfig, AutoModel, PreTrainedTokenizerFast
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -185,14 +186,14 @@ def write_checkpoint(case: ArchitectureCase, directory: Path, seed: int = 0) -> 
         pad_token=kind.pad,
         unk_token=kind.unk,
         mask_token=kind.mask,
-        model_max_length=MAX_TOKENS,
+        model_max_length=max_tokens,
     )
     fast.save_pretrained(str(directory))
-    write_sentence_transformers_files(directory, HIDDEN)
+    write_sentence_transformers_files(directory, int(config.hidden_size), max_tokens)
     return directory
 
 
-def write_sentence_transformers_files(directory: Path, dimension: int) -> None:
+def write_sentence_transformers_files(directory: Path, dimension: int, max_tokens: int = MAX_TOKENS) -> None:
     """Transformer -> mean Pooling -> Normalize, with max_seq_length the model's usable positions."""
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -201,7 +202,7 @@ def write_sentence_transformers_files(directory: Path, dimension: int) -> None:
     ]
     (directory / "modules.json").write_text(json.dumps(modules, indent=2))
     (directory / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": MAX_TOKENS, "do_lower_case": False})
+        json.dumps({"max_seq_length": max_tokens, "do_lower_case": False})
     )
     (directory / "config_sentence_transformers.json").write_text(
         json.dumps({"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"})

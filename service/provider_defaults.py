@@ -1,0 +1,36 @@
+"""Batching defaults per execution provider, for the settings a user left at their default.
+
+The CPU defaults (config.py) are sized for a few cores. A GPU computes a 32k-token batch in about
+the time two CPU cores take for a few hundred tokens, and only large batches fill it, so on CUDA the
+batcher may take more tokens and more texts per batch. What a user set (flag or ATENTO_* variable)
+always wins; the values chosen are logged and reported by GetModelInfo's limits.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .config import Settings
+
+log = logging.getLogger("atento.provider_defaults")
+
+CUDA = "CUDAExecutionProvider"
+# TEI's default token budget is 16384 per batch on a GPU; MiniLM-sized encoders keep an H100/H200
+# busy only past that, and the queue bound follows (16 batches, config.queued_tokens_bound).
+PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
+    CUDA: {"max_batch_tokens": 32768, "max_batch_size": 256},
+}
+
+
+def for_provider(settings: Settings, provider: str) -> Settings:
+    """``settings`` with ``provider``'s batching defaults in place of the fields the user did not set."""
+    chosen = {
+        name: value
+        for name, value in PROVIDER_DEFAULTS.get(provider, {}).items()
+        if name not in settings.model_fields_set
+    }
+    if not chosen:
+        return settings
+    log.info("batching defaults for %s: %s (set them to choose otherwise)", provider, chosen)
+    return settings.model_copy(update=chosen)
