@@ -156,7 +156,7 @@ async def _listen(site: HttpSite, what: str) -> int:
 class AtentoServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.metrics = Metrics()
+        self.metrics = Metrics(settings.max_batch_size, settings.max_batch_tokens)
         self.servicer = EncoderServicer(settings, self.metrics)
         # The Open Inference Protocol door shares the Encoder's engine and call tracker (drain included).
         self.kserve = KServeServicer(
