@@ -13,7 +13,7 @@ from tests.venvs import installed, venv_with
 def test_client_extra_installs_only_grpc_protobuf_numpy_and_works(minilm_server: ServerProcess, tmp_path: Path) -> None:
     python = venv_with(tmp_path / "venv", "{root}[client]")
     packages = {name.replace("_", "-") for name in installed(python)} - {"pip", "setuptools", "wheel"}
-    light = {"atento", "grpcio", "protobuf", "numpy", "googleapis-common-protos"}
+    light = {"atento", "grpcio", "protobuf", "numpy", "googleapis-common-protos", "tqdm"}  # tqdm: progress bars
     assert packages - {"typing-extensions"} == light, packages  # (grpcio's own need)
     code = (
         "from atento.client import Client;"
