@@ -107,6 +107,13 @@ class Settings(BaseSettings):
         1.0, gt=0, description="per-request warnings (queue full, ...): at most one line per interval, with a count"
     )
 
+    # Tracing (the `tracing` extra): OpenTelemetry spans of every call, exported by OTLP.
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/gRPC endpoint for traces (http://collector:4317); also OTEL_EXPORTER_OTLP_ENDPOINT; "
+        "unset and that unset = no tracing",
+    )
+
     @model_validator(mode="after")
     def _tls_pairs(self) -> Settings:
         if (self.tls_cert is None) != (self.tls_key is None):
