@@ -70,7 +70,12 @@ MARKER = re.compile(r"^ *<!-- (?P<name>[^>]*?) -->\n *```", re.MULTILINE)
 FENCE = re.compile(r"^ *```", re.MULTILINE)
 PYTHON_EXAMPLES = ("sdk-example", "identity-example", "integrations-example")
 SHELL_EXAMPLES = ("health-example", "cli-example", "grpcurl-example")
-ELSEWHERE = {"triton-example": "tests/kserve", "curl-example": "tests/service", "openai-example": "tests/service"}
+ELSEWHERE = {
+    "triton-example": "tests/kserve",
+    "curl-example": "tests/service",
+    "openai-example": "tests/service",
+    "install-example": "tests/client",
+}
 
 
 def fenced_after(marker: str) -> str:
