@@ -22,17 +22,26 @@ from .tracing import CallTracer, Run
 SERVICE_NAME = "atento"
 
 
+def in_a_call() -> bool:
+    """Whether a traced call is current: stages outside one (the HTTP door has no call span) are not
+    recorded, rather than each becoming a trace of its own."""
+    return trace.get_current_span().is_recording()
+
+
 class OtelCallTracer(CallTracer):
     def __init__(self, provider: TracerProvider) -> None:
         self.tracer = provider.get_tracer("atento.service")
 
     @contextmanager
     def span(self, name: str, **attributes: Any) -> Iterator[None]:
+        if not in_a_call():
+            yield
+            return
         with self.tracer.start_as_current_span(name, attributes=attributes):
             yield
 
     def batches(self, submitted: float, runs: Sequence[Run], done: float) -> None:
-        if not runs:
+        if not runs or not in_a_call():
             return
         offset = time.time_ns() - time.perf_counter_ns()  # perf_counter seconds -> epoch nanoseconds
 
