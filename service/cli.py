@@ -34,6 +34,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "atento serve") -> int:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
         print(f"{prog}: error: {problems}", file=sys.stderr)
         return 2
-    configure_logs(settings.log_level, settings.log_format, settings.log_interval_s)
+    try:
+        configure_logs(settings.log_level, settings.log_format, settings.log_interval_s)
+    except ImportError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
     keep_freed_memory()
     return asyncio.run(serve(settings))

@@ -13,9 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Literal
-
-from pythonjsonlogger.json import JsonFormatter
+from typing import Any, Literal
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s%(trace)s"
 JSON_FIELDS = ("asctime", "levelname", "name", "message")
@@ -40,14 +38,6 @@ class TraceFilter(logging.Filter):
         return True
 
 
-class JsonLines(JsonFormatter):
-    """One JSON object per line; `trace` (the text format's suffix) is left out."""
-
-    def add_fields(self, log_data: dict[str, object], record: logging.LogRecord, message: dict[str, object]) -> None:
-        super().add_fields(log_data, record, message)
-        log_data.pop("trace", None)
-
-
 TRACE_FILTER = TraceFilter()
 
 
@@ -56,7 +46,7 @@ def configure(level: str, log_format: Literal["text", "json"], interval_s: float
     RateLimitedLog.interval_s = interval_s
     handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
     if log_format == "json":
-        handler.setFormatter(JsonLines(list(JSON_FIELDS), rename_fields={"levelname": "level", "name": "logger"}))
+        handler.setFormatter(json_formatter())
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     handler.addFilter(TRACE_FILTER)
@@ -86,3 +76,21 @@ class RateLimitedLog:
             message += " (and %d more like it since the last such line)"
             args = (*args, held)
         self.logger.log(self.level, message, *args, extra={"suppressed": held})
+
+
+def json_formatter() -> logging.Formatter:
+    """One JSON object per line (python-json-logger, imported only when asked for): the fields of
+    JSON_FIELDS, `level` and `logger` renamed, and any extra such as `trace_id` or `suppressed`."""
+    try:
+        from pythonjsonlogger.json import JsonFormatter
+    except ImportError as error:
+        raise ImportError(
+            f"--log-format json needs python-json-logger: pip install 'atento[serve]' ({error})"
+        ) from error
+
+    class JsonLines(JsonFormatter):
+        def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message: dict[str, Any]) -> None:
+            super().add_fields(log_data, record, message)
+            log_data.pop("trace", None)  # the text format's suffix; JSON has trace_id and span_id
+
+    return JsonLines(list(JSON_FIELDS), rename_fields={"levelname": "level", "name": "logger"})
