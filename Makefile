@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip setuptools wheel
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[export,serve,client,plot,dev]'
+	$(PIP) -e '.[export,serve,client,plot,dev,tracing]'
 	touch $@
 
 venv: $(VENV)/.installed

@@ -22,9 +22,11 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from .errors import InvalidArgument, Overloaded, Quota
+from .logs import RateLimitedLog
 from .metrics import Metrics
 
 log = logging.getLogger("atento.admission")
+QUEUE_FULL = RateLimitedLog(log)  # one line per interval however many calls are refused
 
 PRIORITY_KEY = "atento-priority"
 PRIORITIES = ("interactive", "bulk")
@@ -108,7 +110,7 @@ class Admission:
         self.metrics.rejected.labels("queue_full").inc()
         retry_after = self.retry_after(self.tokens)
         kind = "bulk " if bulk else ""
-        log.info("queue full: refused %d %stexts, retry after %.0f ms", texts, kind, retry_after * 1000)
+        QUEUE_FULL.log("queue full: refused %d %stexts, retry after %.0f ms", texts, kind, retry_after * 1000)
         if bulk:
             why += f"; bulk requests may hold {self.bulk_share:.0%} of it"
         quota = Quota(limit, f"the queue holds at most {why.rsplit('bound ', 1)[-1]} {limit.rsplit('_', 1)[-1]}")

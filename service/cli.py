@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -14,6 +13,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "atento serve") -> int:
         from pydantic import ValidationError
 
         from .config import add_flags, settings_from
+        from .logs import configure as configure_logs
         from .memory import keep_freed_memory
         from .server import serve
     except ImportError as error:  # a client-only install
@@ -34,10 +34,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "atento serve") -> int:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
         print(f"{prog}: error: {problems}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        configure_logs(settings.log_level, settings.log_format, settings.log_interval_s)
+    except ImportError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
     keep_freed_memory()
     return asyncio.run(serve(settings))

@@ -102,6 +102,17 @@ class Settings(BaseSettings):
     auth_exempt_health: bool = Field(True, description="health and reflection stay open without the token (probes)")
 
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    log_format: Literal["text", "json"] = Field("text", description="log lines as text, or one JSON object per line")
+    log_interval_s: float = Field(
+        1.0, gt=0, description="per-request warnings (queue full, ...): at most one line per interval, with a count"
+    )
+
+    # Tracing (the `tracing` extra): OpenTelemetry spans of every call, exported by OTLP.
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/gRPC endpoint for traces (http://collector:4317); also OTEL_EXPORTER_OTLP_ENDPOINT; "
+        "unset and that unset = no tracing",
+    )
 
     @model_validator(mode="after")
     def _tls_pairs(self) -> Settings:

@@ -27,6 +27,7 @@ from .pooling import SentenceHead
 from .requests import EmbedOptions
 from .runtime import Runtime
 from .tokenizer import Encoded, TextTokenizer
+from .tracing import CallTracer, Run
 
 T = TypeVar("T")
 # Requests this short are tokenised on the event loop, by design (measured: ~50 us, against
@@ -61,6 +62,7 @@ class Engine:
         self.settings, self.metrics = settings, metrics
         self.head = head or SentenceHead.from_bundle(bundle)  # pooling, Dense, Normalize: after the graph
         self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="atento-cpu")
+        self.tracer = CallTracer()  # spans of each call's stages; the server sets a real one when tracing is on
 
     async def in_thread(self, function: Callable[..., T], *args: Any) -> T:
         """CPU work that would stall the event loop: tokenising long texts, building large responses."""
@@ -68,10 +70,11 @@ class Engine:
 
     async def tokenize(self, texts: Sequence[str], prompt: str = "") -> tuple[list[Encoded], float]:
         start = time.perf_counter()
-        if sum(len(text) + len(prompt) for text in texts) <= INLINE_TOKENIZE_CHARS:
-            encoded = self.tokenizer.encode_each(texts, prompt)  # tens of microseconds: less than a thread hop
-        else:
-            encoded = await self.in_thread(self.tokenizer.encode_batch, texts, prompt)
+        with self.tracer.span("tokenize", **{"atento.texts": len(texts)}):
+            if sum(len(text) + len(prompt) for text in texts) <= INLINE_TOKENIZE_CHARS:
+                encoded = self.tokenizer.encode_each(texts, prompt)  # tens of microseconds: less than a thread hop
+            else:
+                encoded = await self.in_thread(self.tokenizer.encode_batch, texts, prompt)
         elapsed = time.perf_counter() - start
         self.metrics.tokenize_duration.observe(elapsed)
         return encoded, elapsed
@@ -109,6 +112,7 @@ class Engine:
                 await hold.reserve(size, deadline)
             items = self.batcher.submit(encoded, graph=options.graph, deadline=deadline, reservation=reservation)
             outputs: list[ItemOutput] = await asyncio.gather(*(item.future for item in items))
+            self.tracer.batches(items[0].enqueued, batch_runs(items, outputs), time.perf_counter())
         finally:
             for item in items:  # on failure or cancellation, nothing else of this call is worth computing
                 item.future.cancel()
@@ -131,3 +135,13 @@ class Engine:
             )
             for item, output in zip(encoded, outputs, strict=True)
         ]
+
+
+def batch_runs(items: Sequence[WorkItem], outputs: Sequence[ItemOutput]) -> list[Run]:
+    """The batches a call's texts ran in, (start, seconds in ONNX Runtime) each: texts of one batch
+    share its start, which is when they stopped waiting in the queue."""
+    runs = {
+        round(item.enqueued + output.queue_s, 6): output.inference_s
+        for item, output in zip(items, outputs, strict=True)
+    }
+    return sorted(runs.items())

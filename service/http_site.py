@@ -18,7 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
+from .logs import RateLimitedLog
+
 log = logging.getLogger("atento.http")
+CONNECTION_REFUSED = RateLimitedLog(log)  # one line per interval however many connections are refused
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,9 @@ class _LimitedSite(web.TCPSite):
 
         def protocol() -> asyncio.Protocol:
             if len(server.connections) >= self._max_connections:
-                log.warning("%s: refused a connection past the limit of %d", self.name, self._max_connections)
+                CONNECTION_REFUSED.log(
+                    "%s: refused a connection past the limit of %d", self.name, self._max_connections
+                )
                 return _Refused()
             handler: asyncio.Protocol = server()
             return handler

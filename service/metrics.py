@@ -11,6 +11,7 @@ from prometheus_client import (
     Info,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
 )
 
 from .bundle import GraphRole
@@ -21,8 +22,8 @@ LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.012, 0.016, 0.024, 0.032, 0.048, 0.064,
     0.096, 0.128, 0.192, 0.256, 0.384, 0.512, 0.768, 1.024, 1.536, 2.048, 4.096, 8.192, 16.384, 32.768,
 )  # fmt: skip
-SIZE_BUCKETS = tuple(float(1 << i) for i in range(0, 11))  # 1 .. 1024 texts
-TOKEN_BUCKETS = tuple(float(1 << i) for i in range(2, 18))  # 4 .. 131072 tokens
+DEFAULT_MAX_BATCH_SIZE = 1024
+DEFAULT_MAX_BATCH_TOKENS = 131072
 # Every reason is exported at 0 from the start, so rate() and alert rules see a series before the
 # first refusal (tests/service/test_metric_names.py checks that each reason counted is listed).
 REJECTION_REASONS = (
@@ -40,10 +41,25 @@ HTTP_MODELS = "http:/v1/models"
 METHODS = (*method_names(pb.DESCRIPTOR.services_by_name["Encoder"]), HTTP_EMBEDDINGS, HTTP_MODELS)
 
 
-class Metrics:
-    """Every metric the service exports; one instance per server, in its own registry."""
+def powers_of_two_up_to(maximum: int, start: int = 1) -> tuple[float, ...]:
+    """Histogram buckets start, 2*start, 4*start ... up to ``maximum``, which is always the last one: the
+    configured bound is a value batches really reach, and no bucket lies past it (only +Inf)."""
+    bounds = [float(1 << i) for i in range(start.bit_length() - 1, maximum.bit_length()) if (1 << i) < maximum]
+    return (*bounds, float(maximum))
 
-    def __init__(self) -> None:
+
+class Metrics:
+    """Every metric the service exports; one instance per server, in its own registry. Batch-size and
+    token buckets end at the configured ``max_batch_size`` and ``max_batch_tokens``."""
+
+    def __init__(
+        self, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
+    ) -> None:
+        # A `_created` series per counter and histogram doubles the series count and carries nothing a
+        # dashboard uses (Prometheus tracks resets itself): off, process-wide, before any metric exists.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        size_buckets = powers_of_two_up_to(max_batch_size)
+        token_buckets = powers_of_two_up_to(max_batch_tokens, start=4)
         self.registry = registry = CollectorRegistry()
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
@@ -83,12 +99,12 @@ class Metrics:
             registry=registry,
         )
         self.batch_size = Histogram(
-            "atento_batch_size", "Texts per batch, by graph", ["graph"], buckets=SIZE_BUCKETS, registry=registry
+            "atento_batch_size", "Texts per batch, by graph", ["graph"], buckets=size_buckets, registry=registry
         )
         self.batch_tokens = Histogram(
             "atento_batch_tokens",
             "Tokens per batch, padding included (rows x width)",
-            buckets=TOKEN_BUCKETS,
+            buckets=token_buckets,
             registry=registry,
         )
         self.batch_padding_ratio = Histogram(
@@ -98,7 +114,7 @@ class Metrics:
             registry=registry,
         )
         self.input_tokens = Histogram(
-            "atento_input_tokens", "Tokens per text (special tokens included)", buckets=TOKEN_BUCKETS, registry=registry
+            "atento_input_tokens", "Tokens per text (special tokens included)", buckets=token_buckets, registry=registry
         )
         self.texts = Counter("atento_texts", "Texts embedded", registry=registry)
         self.tokens = Counter("atento_tokens", "Tokens computed, padding excluded", registry=registry)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import onnxruntime as ort
+
 from .config import Settings
 
 log = logging.getLogger("atento.provider_defaults")
@@ -25,12 +27,24 @@ PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
 
 def for_provider(settings: Settings, provider: str) -> Settings:
     """``settings`` with ``provider``'s batching defaults in place of the fields the user did not set."""
-    chosen = {
-        name: value
-        for name, value in PROVIDER_DEFAULTS.get(provider, {}).items()
-        if name not in settings.model_fields_set
-    }
-    if not chosen:
+    chosen = _with_defaults(settings, provider)
+    if chosen == settings:
         return settings
-    log.info("batching defaults for %s: %s (set them to choose otherwise)", provider, chosen)
-    return settings.model_copy(update=chosen)
+    changed = {name: getattr(chosen, name) for name in PROVIDER_DEFAULTS[provider]}
+    log.info("batching defaults for %s: %s (set them to choose otherwise)", provider, changed)
+    return chosen
+
+
+def batch_ceiling(settings: Settings) -> tuple[int, int]:
+    """The largest (texts, tokens) a batch may hold on whichever provider ``settings`` may end on.
+
+    Histogram buckets are made before the model loads (the metrics port listens meanwhile), so they
+    end at the largest maximum of the providers this onnxruntime offers and the settings allow."""
+    cuda_possible = settings.provider != "cpu" and CUDA in ort.get_available_providers()
+    candidates = [settings, _with_defaults(settings, CUDA)] if cuda_possible else [settings]
+    return max(s.max_batch_size for s in candidates), max(s.max_batch_tokens for s in candidates)
+
+
+def _with_defaults(settings: Settings, provider: str) -> Settings:
+    defaults = PROVIDER_DEFAULTS.get(provider, {})
+    return settings.model_copy(update={k: v for k, v in defaults.items() if k not in settings.model_fields_set})

@@ -33,13 +33,15 @@ from .http_api import OpenAIDoor
 from .http_metrics import metrics_site
 from .http_site import HttpLimits, HttpSite, tls_context
 from .kserve import INFERENCE_SERVICE, KServeServicer, kserve_handlers
+from .logs import TRACE_FILTER
 from .metrics import Metrics
 from .pooling import SentenceHead
-from .provider_defaults import for_provider
+from .provider_defaults import batch_ceiling, for_provider
 from .runtime import CUDA, ProviderError, Runtime
 from .servicer import ENCODER_SERVICE, EncoderServicer, atento_version, rpc_handlers
 from .standard import Health, add_reflection
 from .tokenizer import TextTokenizer
+from .tracing import Tracing, tracing_wanted
 
 log = logging.getLogger("atento.server")
 
@@ -155,10 +157,25 @@ async def _listen(site: HttpSite, what: str) -> int:
         raise StartupError(f"cannot serve {what} on {site.host}:{site.port}: {error.strerror or error}") from error
 
 
+def start_tracing(settings: Settings) -> Tracing | None:
+    """OpenTelemetry with an OTLP exporter when an endpoint is configured; else None, and never imported."""
+    if not tracing_wanted(settings):
+        return None
+    try:
+        from .otel import OtelTracing
+    except ImportError as error:
+        raise StartupError(f"tracing needs its extra: pip install 'atento[tracing]' ({error})") from error
+    return OtelTracing.with_otlp(settings.otlp_endpoint)
+
+
 class AtentoServer:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tracing: Tracing | None = None) -> None:
+        """``tracing``: OpenTelemetry set up by the caller (tests); None: as the settings say."""
         self.settings = settings
-        self.metrics = Metrics()
+        self.tracing = tracing or start_tracing(settings)  # None, and opentelemetry never imported, when off
+        if self.tracing is not None:
+            TRACE_FILTER.current = self.tracing.current_ids  # trace ids in log lines
+        self.metrics = Metrics(*batch_ceiling(settings))  # buckets up to the largest batch any provider may run
         self.servicer = EncoderServicer(settings, self.metrics)
         # The Open Inference Protocol door shares the Encoder's engine and call tracker (drain included).
         self.kserve = KServeServicer(
@@ -196,7 +213,7 @@ class AtentoServer:
                 f"bundle {settings.bundle}: {bundle.tokenizer_file.name} is not a tokenizer the tokenizers "
                 f"library can read: {str(error).splitlines()[0]}"
             ) from error
-        interceptors = []
+        interceptors = [] if self.tracing is None else [self.tracing.interceptor]  # first: its span covers all
         if settings.auth_token is not None:
             token = settings.auth_token.get_secret_value()
             interceptors.append(BearerTokenInterceptor(token, self.metrics, settings.auth_exempt_health))
@@ -258,7 +275,10 @@ class AtentoServer:
         )
         self._batcher = Batcher(runtime, limits, self.metrics)
         self._batcher.start()
-        self.servicer.engine = Engine(bundle, runtime, tokenizer, self._batcher, settings, self.metrics, head)
+        engine = Engine(bundle, runtime, tokenizer, self._batcher, settings, self.metrics, head)
+        if self.tracing is not None:
+            engine.tracer = self.tracing.tracer
+        self.servicer.engine = engine
         self.metrics.model.info(
             {
                 "model": bundle.model.name,
@@ -311,6 +331,8 @@ class AtentoServer:
         if self._batcher is not None:
             await self._batcher.close()
         await self.metrics_site.stop()  # last: a scrape during the drain still sees it
+        if self.tracing is not None:
+            self.tracing.shutdown()  # the spans still buffered go out
         log.info("stopped")
 
     async def close_listeners(self) -> None:
@@ -326,7 +348,11 @@ async def serve(settings: Settings) -> int:
     """Run until SIGTERM or SIGINT; 0 after a clean drain, 2 when start-up fails for a reason it names
     (the configuration, the bundle, the address), 1 for anything else."""
     log.info("atento %s starting with %s", atento_version(), json.dumps(settings.redacted(), sort_keys=True))
-    server = AtentoServer(settings)
+    try:
+        server = AtentoServer(settings)
+    except StartupError as refused:
+        log.error("cannot start: %s", refused)
+        return 2
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, server.stopping.set)

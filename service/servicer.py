@@ -92,10 +92,11 @@ class EncoderServicer:
             responses.embed_response, model.name, done.encoded, done.outputs, options, done.tokenize_s, done.embeddings
         )
         large = options.token_embeddings or options.attention_selection is not None
-        if large and sum(len(e) for e in done.encoded) * model.hidden_size > LARGE_OUTPUT_VALUES:
-            response = await engine.in_thread(build)
-        else:
-            response = build()
+        with engine.tracer.span("respond"):
+            if large and sum(len(e) for e in done.encoded) * model.hidden_size > LARGE_OUTPUT_VALUES:
+                response = await engine.in_thread(build)
+            else:
+                response = build()
         response.identity.CopyFrom(identity_message(identity(engine.bundle, options)))
         self.metrics.serialize_duration.observe(time.perf_counter() - start)
         response.timings.total_ns = int((time.perf_counter() - received) * 1e9)

@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ import numpy as np
 from .aio import AsyncClient
 from .errors import AtentoError
 from .options import connection_options
+from .progress import progress_bar
 
 
 @dataclass
@@ -52,33 +52,15 @@ def sample_texts(path: str | None) -> list[str]:
     return lines
 
 
-class Progress:
-    """A one-line progress bar on stderr, redrawn at most five times a second."""
-
-    def __init__(self, total: float) -> None:
-        self.total, self.last = total, 0.0
-
-    def show(self, done: float, requests: int, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.last < 0.2:
-            return
-        self.last = now
-        share = min(1.0, done / self.total) if self.total else 1.0
-        bar = "#" * int(share * 30)
-        sys.stderr.write(f"\r[{bar:<30}] {share:4.0%}  {requests} requests")
-        if force:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
 async def drive(args: argparse.Namespace, client: AsyncClient, texts: list[str]) -> Figures:
     chunks = itertools.cycle([texts[i : i + args.batch] for i in range(0, len(texts) - args.batch + 1, args.batch)])
     latencies: list[float] = []
     errors: Counter[str] = Counter()
     counts = {"texts": 0, "tokens": 0, "sent": 0}
     deadline: float | None = time.monotonic() + args.duration if args.duration else None
-    progress = Progress(args.duration or args.requests)
-    start = time.monotonic()
+    # On a terminal, a bar of requests done (--requests) or of seconds elapsed (--duration).
+    progress = progress_bar(args.duration or args.requests, "s" if deadline else "request", "bench")
+    start = shown = time.monotonic()
 
     def more() -> bool:
         if deadline is not None:
@@ -97,12 +79,22 @@ async def drive(args: argparse.Namespace, client: AsyncClient, texts: list[str])
             except AtentoError as error:
                 errors[error.code.name if error.code else "ERROR"] += 1
             latencies.append(time.perf_counter() - began)
-            done = time.monotonic() - start if deadline else len(latencies)
-            progress.show(done, len(latencies))
+            advance(time.monotonic())
 
-    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    def advance(now: float) -> None:
+        nonlocal shown
+        if deadline is None:
+            progress.update(1)
+            return
+        reached = min(now, deadline)
+        progress.update(max(0.0, reached - shown))
+        shown = max(shown, reached)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    finally:
+        progress.close()
     seconds = time.monotonic() - start
-    progress.show(progress.total, len(latencies), force=True)
     p50, p90, p99 = (float(np.percentile(latencies, q) * 1000) if latencies else 0.0 for q in (50, 90, 99))
     return Figures(
         requests=len(latencies),

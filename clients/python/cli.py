@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from typing import NoReturn
 
 from . import commands
@@ -18,6 +19,13 @@ from .options import add_connection_flags
 DELEGATED = {"serve": "start the gRPC server (atento serve --help)", "export": "build a bundle (atento export --help)"}
 
 
+def version() -> str:
+    try:
+        return metadata.version("atento")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -25,13 +33,20 @@ class OneLineParser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     cli = OneLineParser(prog="atento", description="Embeddings, tokens and attention maps from an atento server.")
+    cli.add_argument("--version", action="version", version=f"atento {version()}")
     sub = cli.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name, text in DELEGATED.items():
         sub.add_parser(name, help=text, add_help=False)
 
     embed = sub.add_parser("embed", help="print embeddings as JSON, or save them as .npy")
     embed.add_argument("texts", nargs="*", metavar="TEXT")
-    embed.add_argument("-f", "--file", help="read one text per line from FILE ('-' for stdin)")
+    embed.add_argument(
+        "-f",
+        "--file",
+        help="read one text per line from FILE ('-' for stdin); without -o, print one JSON line per text as its "
+        'result comes, {"line": N, "embedding": [...]}; blank lines are not sent: their line numbers are '
+        "reported on stderr; a progress bar on stderr when it is a terminal",
+    )
     embed.add_argument("-o", "--output", help="write the (texts, hidden) array to this .npy file")
     embed.add_argument(
         "--pooling",

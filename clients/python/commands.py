@@ -5,36 +5,96 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .bench import run_bench
 from .client import Client
+from .connection import Connection
 from .heatmap import render_png, render_table
 from .messages import AttentionSelection
 from .options import connection_options
+from .progress import progress_bar
+from .waiting import waiting_notice
 
 
 def connect(args: argparse.Namespace) -> Client:
     return Client(**connection_options(args))
 
 
-def read_lines(path: str) -> Iterator[str]:
+def numbered_lines(path: str, numbers: deque[int], blank: list[int]) -> Iterator[str]:
+    """The texts of a file ('-': stdin), one per line. Each text's line number (from 1) goes on
+    ``numbers`` as it is read; blank lines are not sent, their numbers go on ``blank``."""
     handle = sys.stdin if path == "-" else Path(path).open(encoding="utf-8")  # noqa: SIM115 (closed below)
     try:
-        for line in handle:
-            if line.strip():
-                yield line.rstrip("\n")
+        for number, line in enumerate(handle, start=1):
+            text = line.rstrip("\r\n")
+            if not text.strip():
+                blank.append(number)
+                continue
+            numbers.append(number)
+            yield text
     finally:
         if handle is not sys.stdin:
             handle.close()
 
 
+def count_lines(path: str) -> int | None:
+    """How many lines a file has (the progress bar's total); None for stdin or a pipe, read only once."""
+    if path == "-" or not Path(path).is_file():
+        return None
+    with Path(path).open("rb") as handle:
+        return sum(1 for _ in handle)
+
+
 def label(text: str, width: int = 24) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def report_blank(path: str, blank: list[int], shown: int = 20) -> None:
+    if blank:
+        numbers = ", ".join(map(str, blank[:shown])) + (", …" if len(blank) > shown else "")
+        lines = "line" if len(blank) == 1 else "lines"
+        print(f"atento embed: {path}: skipped {len(blank)} blank {lines}: {numbers}", file=sys.stderr)
+
+
+def embed_file(args: argparse.Namespace, client: Client, options: dict[str, Any]) -> int:
+    """Any number of lines over one stream, results printed as they come (JSON Lines, one per text),
+    or gathered into the .npy of ``-o``; a progress bar on stderr when it is a terminal."""
+    numbers: deque[int] = deque()  # line numbers of the texts sent and not yet answered
+    blank: list[int] = []
+    rows: list[np.ndarray] = []
+    bar, done = progress_bar(count_lines(args.file), "line", "embed"), 0
+    try:
+        texts = numbered_lines(args.file, numbers, blank)
+        for encoding in client.embed_stream(texts, batch_size=args.batch, **options):
+            number = numbers.popleft()  # results come in input order
+            bar.update(number - done)
+            done = number
+            if encoding.embedding is None:
+                continue
+            if args.output:
+                rows.append(encoding.embedding)
+            else:
+                print(json.dumps({"line": number, "embedding": encoding.embedding.astype(float).tolist()}), flush=True)
+    finally:
+        bar.close()
+    report_blank(args.file, blank)
+    if not done:
+        raise ValueError(f"no texts in {args.file}: every line is blank")
+    if args.output:
+        save(args.output, np.stack(rows), client.info().name)
+    return 0
+
+
+def save(path: str, matrix: np.ndarray, model: str) -> None:
+    np.save(path, matrix)
+    print(f"wrote {path}: {matrix.shape[0]} x {matrix.shape[1]} {matrix.dtype} ({model})")
 
 
 def embed(args: argparse.Namespace) -> int:
@@ -43,18 +103,18 @@ def embed(args: argparse.Namespace) -> int:
     options = {"normalize": args.normalize, "pooling": args.pooling, "dtype": args.dtype, "truncate": args.truncate}
     options |= {"prompt_name": args.prompt_name, "prompt": args.prompt, "dimensions": args.dimensions}
     with connect(args) as client:
-        if args.file:  # any number of lines, over one stream, never all in memory at once but the result
-            rows = [r.embedding for r in client.embed_stream(read_lines(args.file), batch_size=args.batch, **options)]
-            model = client.info().name
-        else:
-            result = client.embed(args.texts, **options)
-            rows, model = [r.embedding for r in result.results], result.model
-    matrix = np.stack([r for r in rows if r is not None])
+        if args.file:
+            return embed_file(args, client, options)
+        result = client.embed(args.texts, **options)
+    matrix = np.stack([r.embedding for r in result.results if r.embedding is not None])
     if args.output:
-        np.save(args.output, matrix)
-        print(f"wrote {args.output}: {matrix.shape[0]} x {matrix.shape[1]} {matrix.dtype} ({model})")
+        save(args.output, matrix, result.model)
     else:
-        print(json.dumps({"model": model, "shape": list(matrix.shape), "embeddings": matrix.astype(float).tolist()}))
+        print(
+            json.dumps(
+                {"model": result.model, "shape": list(matrix.shape), "embeddings": matrix.astype(float).tolist()}
+            )
+        )
     return 0
 
 
@@ -128,4 +188,6 @@ COMMANDS = {
 
 
 def run(args: argparse.Namespace) -> int:
-    return COMMANDS[args.command](args)
+    """Run one command; "waiting for TARGET…" on stderr if no server is ready within a second."""
+    with waiting_notice(Connection(**connection_options(args))):
+        return COMMANDS[args.command](args)

@@ -16,7 +16,7 @@ from atento.service.bundle import GraphRole, read_bundle
 from atento.service.config import Settings, settings_from
 from atento.service.metrics import Metrics
 from atento.service.placement import PlacementError, astray, check_placement, read_profile
-from atento.service.provider_defaults import PROVIDER_DEFAULTS, for_provider
+from atento.service.provider_defaults import PROVIDER_DEFAULTS, batch_ceiling, for_provider
 from atento.service.runtime import CPU, CUDA, CUDA_OPTIONS, Outputs, Runtime, replicas_for, session_providers
 from atento.service.tokenizer import Encoded
 
@@ -49,6 +49,19 @@ def test_cuda_batching_defaults_apply_only_where_the_user_set_nothing() -> None:
     assert for_provider(Settings(), CPU) == Settings()  # the CPU keeps config.py's defaults
     chosen = for_provider(Settings(max_batch_tokens=4096), CUDA)
     assert chosen.max_batch_tokens == 4096 and chosen.max_batch_size == cuda["max_batch_size"]
+
+
+@pytest.mark.fast
+def test_histogram_buckets_reach_the_largest_batch_the_provider_may_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = Settings()
+    assert batch_ceiling(cpu) == (cpu.max_batch_size, cpu.max_batch_tokens)  # this onnxruntime has no CUDA
+    # A GPU machine's onnxruntime (the one thing here that stands in for hardware): the CUDA defaults
+    # may apply once the model loads, so the buckets made before it reach them, unless the user chose.
+    monkeypatch.setattr("onnxruntime.get_available_providers", lambda: [CUDA, CPU])
+    cuda = PROVIDER_DEFAULTS[CUDA]
+    assert batch_ceiling(cpu) == (cuda["max_batch_size"], cuda["max_batch_tokens"])
+    assert batch_ceiling(Settings(provider="cpu")) == (cpu.max_batch_size, cpu.max_batch_tokens)
+    assert batch_ceiling(Settings(max_batch_size=512, max_batch_tokens=2048)) == (512, 2048)
 
 
 def test_an_environment_variable_counts_as_set(monkeypatch: pytest.MonkeyPatch) -> None:

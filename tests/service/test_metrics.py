@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from atento.v1 import encoder_pb2 as pb
 
-from tests.servers import ServerProcess
+from tests.servers import ServerProcess, running_server
 
 EXPECTED = [
     "atento_requests_total",
@@ -60,6 +60,7 @@ def test_metrics_pass_promtool_and_name_every_stage(minilm_server: ServerProcess
         [tool("promtool"), "check", "metrics"], input=text, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "_created" not in text  # prometheus_client's creation-time series are off
     for name in EXPECTED:
         assert f"\n{name}" in text, name
     assert (
@@ -124,3 +125,42 @@ def test_prometheus_scrapes_and_answers_p99(minilm_server: ServerProcess, promet
     assert 0 < p99 < 10
     up = query(prometheus, 'up{job="atento"}')
     assert up and up[0]["value"][1] == "1"  # type: ignore[index]
+
+
+def bucket_bounds(text: str, name: str) -> list[str]:
+    """The `le` values of one histogram's first series, in exposition order."""
+    first_labels = None
+    bounds = []
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket{{"):
+            labels = line.split("{", 1)[1].split("}", 1)[0]
+            others = ",".join(x for x in labels.split(",") if not x.startswith("le="))
+            first_labels = others if first_labels is None else first_labels
+            if others == first_labels:
+                bounds.append(labels.split('le="', 1)[1].split('"', 1)[0])
+    return bounds
+
+
+@pytest.mark.fast
+def test_size_buckets_are_powers_of_two_ending_at_the_maximum() -> None:
+    from atento.service.metrics import powers_of_two_up_to
+
+    assert powers_of_two_up_to(24) == (1, 2, 4, 8, 16, 24)
+    assert powers_of_two_up_to(64) == (1, 2, 4, 8, 16, 32, 64)
+    assert powers_of_two_up_to(1) == (1,)
+    assert powers_of_two_up_to(3000, start=4) == (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 3000)
+
+
+def test_batch_buckets_fit_the_configured_maxima_and_pass_promtool(tiny_bundle: Path) -> None:
+    with running_server(tiny_bundle, "--max-batch-size", "24", "--max-batch-tokens", "3000") as server:
+        server.stub().Embed(pb.EmbedRequest(texts=["fill", "the", "histograms"]), timeout=30)
+        text = server.metrics()
+    result = subprocess.run(
+        [tool("promtool"), "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "_created" not in text
+    assert bucket_bounds(text, "atento_batch_size") == ["1.0", "2.0", "4.0", "8.0", "16.0", "24.0", "+Inf"]
+    tokens = bucket_bounds(text, "atento_batch_tokens")
+    assert tokens[-2:] == ["3000.0", "+Inf"] and tokens[0] == "4.0", tokens
+    assert bucket_bounds(text, "atento_input_tokens")[-2:] == ["3000.0", "+Inf"]
