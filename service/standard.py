@@ -13,7 +13,9 @@ bytes on the wire are identical.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -66,11 +68,29 @@ def reflection_v1_file(pool: descriptor_pool.DescriptorPool | None = None) -> Fi
     return pool.AddSerializedFile(proto.SerializeToString())
 
 
+class MethodResolvingReflection(reflection.aio.ReflectionServicer):  # type: ignore[misc]
+    """Reflection that also finds the file of a method's name (``atento.v1.Encoder.Embed``).
+
+    protobuf's upb descriptor pool resolves messages, fields and services but not methods, so
+    ``grpcurl describe atento.v1.Encoder.Embed`` got "Symbol not found": a method's file is its service's.
+    """
+
+    def _file_containing_symbol(self, request: Any, fully_qualified_name: str) -> Any:
+        service, _, method = fully_qualified_name.rpartition(".")
+        try:
+            self._pool.FindFileContainingSymbol(fully_qualified_name)
+        except KeyError:
+            with contextlib.suppress(KeyError):
+                if method in self._pool.FindServiceByName(service).methods_by_name:
+                    fully_qualified_name = service
+        return super()._file_containing_symbol(request, fully_qualified_name)
+
+
 def add_reflection(server: grpc.aio.Server, service_names: Iterable[str]) -> tuple[str, ...]:
     """Serve reflection as v1alpha and v1, listing ``service_names`` and both reflection services."""
     reflection_v1_file()
     names = (*service_names, REFLECTION_V1ALPHA, REFLECTION_V1)
-    servicer = reflection.aio.ReflectionServicer(names)
+    servicer = MethodResolvingReflection(names)
     handler = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
         request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,

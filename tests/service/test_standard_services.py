@@ -98,8 +98,9 @@ def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
 def test_grpcurl_describes_and_calls_embed_by_reflection(minilm_server: ServerProcess) -> None:
     target = minilm_server.target
     assert set(grpcurl(target, "list").stdout.split()) >= {"atento.v1.Encoder", "grpc.health.v1.Health"}
-    # grpcurl 1.8 speaks reflection v1alpha; Python's reflection resolves services, not method symbols.
     described = grpcurl(target, "describe", "atento.v1.Encoder").stdout
+    method = grpcurl(target, "describe", "atento.v1.Encoder.Embed").stdout  # a method's name resolves too
+    assert "rpc Embed ( .atento.v1.EmbedRequest ) returns ( .atento.v1.EmbedResponse )" in method
     assert "rpc Embed ( .atento.v1.EmbedRequest ) returns ( .atento.v1.EmbedResponse )" in described
     called = grpcurl("-d", '{"texts": ["Mr. Darcy"]}', target, "atento.v1.Encoder/Embed").stdout
     response = json.loads(called)
