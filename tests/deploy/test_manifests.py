@@ -23,6 +23,7 @@ DOCKERFILES = [ROOT / "deploy" / "docker" / "Dockerfile.cpu", ROOT / "deploy" / 
 
 
 def tool(name: str) -> str:
+    """A validator from the tools venv (deploy/tools-requirements.txt pins them, kubectl too), never PATH's."""
     path = TOOLS / name
     assert path.exists(), f"{path} is missing: run `make tools` (make test does)"
     return str(path)
@@ -30,7 +31,7 @@ def tool(name: str) -> str:
 
 def render(kustomization: str) -> str:
     return subprocess.run(
-        ["kubectl", "kustomize", str(ROOT / "deploy" / kustomization)], capture_output=True, text=True, check=True
+        [tool("kubectl"), "kustomize", str(ROOT / "deploy" / kustomization)], capture_output=True, text=True, check=True
     ).stdout
 
 
@@ -179,7 +180,7 @@ def test_queue_autoscaling_component_renders(tmp_path: Path) -> None:
     (overlay / "kustomization.yaml").write_text(
         "resources: [../cpu]\ncomponents: [../../components/queue-autoscaling]\n"
     )
-    result = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=True)
+    result = subprocess.run([tool("kubectl"), "kustomize", str(overlay)], capture_output=True, text=True, check=True)
     hpa = next(o for o in yaml.safe_load_all(result.stdout) if o and o["kind"] == "HorizontalPodAutoscaler")
     assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource", "Pods"]
     assert hpa["spec"]["metrics"][1]["pods"]["metric"]["name"] == "atento_queue_tokens"  # the queue's own bound

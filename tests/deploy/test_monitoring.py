@@ -11,6 +11,7 @@ import yaml
 from atento.v1 import encoder_pb2 as pb
 
 from tests.conftest import ROOT
+from tests.deploy.test_manifests import tool as tools_venv
 from tests.servers import ServerProcess
 from tests.service.test_metrics import tool
 
@@ -61,7 +62,7 @@ def test_service_monitor_scrapes_the_services_metrics_port() -> None:
     service = yaml.safe_load((ROOT / "deploy" / "k8s" / "base" / "service.yaml").read_text())
     assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
     rendered = subprocess.run(
-        ["kubectl", "kustomize", str(MONITORING)], capture_output=True, text=True, check=True
+        [tools_venv("kubectl"), "kustomize", str(MONITORING)], capture_output=True, text=True, check=True
     ).stdout
     kinds = {o["kind"] for o in yaml.safe_load_all(rendered) if o}
     assert kinds == {"ServiceMonitor", "PrometheusRule", "ConfigMap"}
