@@ -191,3 +191,19 @@ def test_grafana_dashboard_is_valid_json_with_the_panels() -> None:
     titles = " ".join(p["title"].lower() for p in dashboard["panels"])
     for topic in ("latency by method", "throughput", "batch size", "queue", "errors by status code"):
         assert topic in titles, topic
+
+
+@pytest.mark.parametrize("kustomization", ["overlays/cpu", "overlays/gpu", "../kserve"])
+def test_every_image_comes_from_kustomize_images(kustomization: str, tmp_path: Path) -> None:
+    """A user's overlay with `images:` (deploy/README.md, "Your own registry") replaces every image."""
+    deploy = Path(shutil.copytree(ROOT / "deploy", tmp_path / "deploy"))
+    mine = deploy / "k8s" / "mine"
+    mine.mkdir()
+    digest = "sha256:" + "0" * 64
+    (mine / "kustomization.yaml").write_text(
+        f"resources: [../{kustomization}]\n"
+        f"images: [{{name: ghcr.io/atento/atento, newName: registry.example.com/team/atento, digest: '{digest}'}}]\n"
+    )
+    result = subprocess.run([tool("kubectl"), "kustomize", str(mine)], capture_output=True, text=True, check=True)
+    images = re.findall(r"^\s*image: (\S+)$", result.stdout, re.MULTILINE)
+    assert images and set(images) == {f"registry.example.com/team/atento@{digest}"}
