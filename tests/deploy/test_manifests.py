@@ -184,6 +184,7 @@ def test_queue_autoscaling_component_renders(tmp_path: Path) -> None:
     hpa = next(o for o in yaml.safe_load_all(result.stdout) if o and o["kind"] == "HorizontalPodAutoscaler")
     assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource", "Pods"]
     assert hpa["spec"]["metrics"][1]["pods"]["metric"]["name"] == "atento_queue_tokens"  # the queue's own bound
+    assert hpa["spec"]["metrics"][1]["pods"]["target"]["averageValue"] == str(Settings().max_batch_tokens)
 
 
 def test_grafana_dashboard_is_valid_json_with_the_panels() -> None:
@@ -191,6 +192,30 @@ def test_grafana_dashboard_is_valid_json_with_the_panels() -> None:
     titles = " ".join(p["title"].lower() for p in dashboard["panels"])
     for topic in ("latency by method", "throughput", "batch size", "queue", "errors by status code"):
         assert topic in titles, topic
+
+
+def test_pods_are_sized_from_the_benchmark() -> None:
+    """CPU request = planned texts/s per pod / texts/s per core in BENCHMARKS.md; two fit a 2-core node."""
+    row = re.search(
+        r"\| atento service: 32 clients x 1 text per call \| ([\d.]+) \|", (ROOT / "BENCHMARKS.md").read_text()
+    )
+    assert row, "BENCHMARKS.md lost the service's 32 x 1 row the pods are sized from"
+    texts_per_core = float(row[1]) / 2  # measured on 2 cores, the load generator's share charged to the server
+    rendered = objects("k8s/overlays/cpu")
+    deployment = rendered["Deployment/atento"]
+    planned = float(deployment["metadata"]["annotations"]["atento.dev/planned-texts-per-second"])
+    resources = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]
+    request = cores(resources["requests"]["cpu"])
+    assert abs(request - planned / texts_per_core) <= 0.1, (request, planned / texts_per_core)
+    assert 2 * request <= 2 - 0.3, "two replicas must fit a 2-core node beside the kubelet and daemon sets"
+    threads = int(rendered["ConfigMap/atento-config"]["data"]["ATENTO_INTRA_OP_THREADS"])
+    assert cores(resources["limits"]["cpu"]) >= threads  # a burst reaches every ORT thread
+    hpa = rendered["HorizontalPodAutoscaler/atento"]["spec"]["metrics"]
+    assert hpa[0]["resource"]["name"] == "cpu"  # the fallback whenever the queue metric is absent
+
+
+def cores(quantity: str) -> float:
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
 
 
 @pytest.mark.parametrize("kustomization", ["overlays/cpu", "overlays/gpu", "../kserve"])
