@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 50051
 METRICS_PORT ?= 9464
 
-.PHONY: venv tools system-tools kserve-client serve bundle test test-fast lint format package-tree typecheck imports duplicates buf proto proto-image bench soak clean real-weights
+.PHONY: venv tools system-tools container-tools lock locks kserve-client serve bundle test test-fast lint format package-tree typecheck imports duplicates buf proto proto-image bench soak clean real-weights
 
 # The development environment: every extra but `gpu` (onnxruntime-gpu would replace the CPU build).
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -61,7 +61,18 @@ system-tools:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else echo "make test needs Prometheus and promtool: apt-get install prometheus" >&2; exit 1; fi; }
 
-test: system-tools lint tools kserve-client
+# The container tools the image test drives (tests/deploy/test_container.py): Debian's podman and
+# buildah on the runc runtime, and debootstrap for the base image (no registry is reachable here).
+container-tools:
+	@command -v podman >/dev/null && command -v buildah >/dev/null && command -v runc >/dev/null \
+	  && command -v debootstrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      podman buildah runc debootstrap netavark >/dev/null; \
+	  else echo "make test needs podman, buildah, runc and debootstrap: apt-get install podman buildah runc debootstrap" >&2; exit 1; fi; }
+
+test: system-tools container-tools lint tools kserve-client
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The in-process unit tests only (marked `fast`): seconds, no server, no subprocess.
@@ -71,7 +82,7 @@ test-fast: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(MAKE) --no-print-directory typecheck imports duplicates buf
+	$(MAKE) --no-print-directory typecheck imports duplicates buf locks
 
 # mypy and import-linter cannot follow setuptools' folder -> package mapping, so they read a tree of
 # symlinks shaped like the installed package (build/package/atento/...).
@@ -95,6 +106,19 @@ imports: $(VENV)/.installed package-tree
 # generated stubs are not ours to deduplicate).
 duplicates: $(VENV)/.installed
 	$(PY) -m tests.duplicate_code $$(git ls-files 'service/*.py' 'export/*.py' 'clients/python/*.py')
+
+# The images install from lock files with hashes (deploy/locks/ROLE.txt, one per extra an image
+# installs). `locks` checks them against pyproject.toml and constraints.txt offline; `lock` rewrites
+# them with uv (from the tools venv), resolving for every platform from PyPI: run it, and commit the
+# result, whenever a requirement or pin changes.
+LOCK_ROLES := serve gpu
+locks: $(VENV)/.installed
+	$(PY) -m tests.lock_drift
+
+lock: $(TOOLS)/.installed
+	$(foreach role,$(LOCK_ROLES),$(TOOLS)/bin/uv pip compile pyproject.toml --extra $(role) -c constraints.txt \
+		--generate-hashes --universal --python-version 3.11 --native-tls --index-url https://pypi.org/simple \
+		--custom-compile-command "make lock" --quiet -o deploy/locks/$(role).txt &&) true
 
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff format .

@@ -9,19 +9,22 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 from tests.servers import ServerProcess
-from tests.venvs import installed, venv_with
+from tests.venvs import installed
 
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile.cpu"
 MARKER = "# runtime-dependencies"
 
 
-def runtime_install_line() -> list[str]:
-    """The pip arguments of the RUN line that follows the marker in the runtime stage."""
+def runtime_installs() -> tuple[dict[str, str], list[list[str]]]:
+    """The runtime stage's COPY lines (destination -> source) and the pip arguments of the RUN line
+    after the marker, one list per `pip install` it chains."""
     runtime = DOCKERFILE.read_text().split("AS runtime", 1)[1]
-    line = runtime.split(MARKER, 1)[1].split("\n", 2)[1]
-    assert line.startswith("RUN pip install "), line
-    command = line.removeprefix("RUN ").split("&&")[0]
-    return shlex.split(command)[2:]  # after "pip install"
+    copies = dict(reversed(line.split()[-2:]) for line in runtime.splitlines() if line.startswith("COPY "))
+    lines = runtime.split(MARKER, 1)[1].splitlines()[1:]  # after the marker's own comment line
+    run = next(line for line in lines if not line.startswith("#"))
+    assert run.startswith("RUN pip install "), run
+    commands = [shlex.split(c) for c in run.removeprefix("RUN ").split("&&")]
+    return copies, [c[2:] for c in commands if c[:2] == ["pip", "install"]]
 
 
 def test_runtime_stage_serves_without_torch(tiny_bundle: Path, tmp_path: Path) -> None:
@@ -30,10 +33,22 @@ def test_runtime_stage_serves_without_torch(tiny_bundle: Path, tmp_path: Path) -
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheels), str(ROOT)], check=True
     )
     (wheel,) = wheels.glob("atento-*.whl")
-    args = runtime_install_line()
-    assert args[:2] == ["-c", "/tmp/constraints.txt"]
-    assert args[2] == f"/tmp/wheels/{wheel.name}[serve]", "the Dockerfile names another wheel than the project builds"
-    python = venv_with(tmp_path / "venv", "-c", str(ROOT / "constraints.txt"), f"{wheel}[serve]")
+    copies, installs = runtime_installs()
+    assert installs == [
+        ["--require-hashes", "-r", "/tmp/requirements.txt"],
+        ["--no-deps", f"/tmp/wheels/{wheel.name}"],
+    ], "the runtime stage installs something else than the lock file and the wheel the project builds"
+    assert copies["/tmp/requirements.txt"] == "deploy/locks/serve.txt"
+    # The same two lines in a clean venv, the image's paths replaced by this checkout's.
+    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True)
+    python = tmp_path / "venv" / "bin" / "python"
+    paths = {"/tmp/requirements.txt": str(ROOT / copies["/tmp/requirements.txt"]), installs[1][1]: str(wheel)}
+    for args in installs:
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", *(paths.get(a, a) for a in args)],
+            check=True,
+            timeout=900,
+        )
 
     packages = installed(python)
     assert "onnxruntime" in packages and "torch" not in packages and "onnxruntime-gpu" not in packages
