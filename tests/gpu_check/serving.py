@@ -22,10 +22,14 @@ from .speed import measure
 PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
-def start(bundle: Path, provider: str, workers: int) -> ServerProcess:
+def start(
+    bundle: Path, provider: str, workers: int, extra: Sequence[str] = (),
+    command: Sequence[str] = (sys.executable, "-m", "atento.service"),
+) -> ServerProcess:  # fmt: skip
+    """The service on ``bundle``; ``extra``: more flags; ``command``: how to launch it (pinned: pinned.py)."""
     args = ["--bundle", str(bundle), "--provider", provider, "--port", "0", "--metrics-port", "0",
-            "--inference-workers", str(workers)]  # fmt: skip
-    server = ServerProcess(args, env=child_env(), command=(sys.executable, "-m", "atento.service"))
+            "--inference-workers", str(workers), *extra]  # fmt: skip
+    server = ServerProcess(args, env=child_env(), command=command)
     server.wait_serving(timeout=300)
     return server
 

@@ -30,11 +30,12 @@ Call = Callable[[Sequence[str], int], object]  # (texts, caller index) -> anythi
 
 
 def measure(
-    path: str, provider: str, dtype: str, call: Call, texts: list[str], tokens: float, rounds: int
-) -> list[Row]:
+    path: str, provider: str, dtype: str, call: Call, texts: list[str], tokens: float, rounds: int,
+    loads: Sequence[tuple[int, int]] = LOADS,
+) -> list[Row]:  # fmt: skip
     """Each load through ``call``; ``tokens``: the mean tokens per text, for tokens/s."""
     rows = []
-    for calls, per_call in LOADS:
+    for calls, per_call in loads:
         work = [texts[(i * per_call) % len(texts) :][:per_call] or texts[:per_call] for i in range(calls)]
         latencies: list[float] = []
 
@@ -46,15 +47,18 @@ def measure(
         with ThreadPoolExecutor(max_workers=calls) as pool:
             list(pool.map(one, range(calls)))  # warm-up round, not counted
             latencies.clear()
-            start = time.perf_counter()
+            walls = []  # each round's wall time, for the median round
             for _ in range(rounds):
+                start = time.perf_counter()
                 list(pool.map(one, range(calls)))
-            wall = time.perf_counter() - start
+                walls.append(time.perf_counter() - start)
+            wall = sum(walls)
         done = calls * per_call * rounds
         detail = {
             "load": f"{calls} x {per_call}",
             "rounds": rounds,
             "texts_per_s": done / wall,
+            "median_round_texts_per_s": calls * per_call / float(np.median(walls)),
             "tokens_per_s": done * tokens / wall,
             "p50_ms": float(np.percentile(latencies, 50) * 1000),
             "p99_ms": float(np.percentile(latencies, 99) * 1000),
@@ -63,9 +67,10 @@ def measure(
     return rows
 
 
-def in_process(bundle: Path, provider: str, workers: int) -> Call:
+def in_process(bundle: Path, provider: str, workers: int, intra_op_threads: int = 0) -> Call:
     """The service's path without gRPC or the batcher: tokenise, pack as the batcher does, run."""
-    settings = for_provider(Settings(bundle=bundle, provider=provider, inference_workers=workers), provider)
+    chosen = Settings(bundle=bundle, provider=provider, inference_workers=workers, intra_op_threads=intra_op_threads)
+    settings = for_provider(chosen, provider)
     runtime = Runtime(read_bundle(bundle), settings)
     runtime.warm_up()
     tokenizer = TextTokenizer(bundle / "tokenizer.json", runtime.bundle.model.max_tokens)
