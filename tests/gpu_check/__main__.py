@@ -23,6 +23,7 @@ ensure_importable()  # before anything imports atento
 
 from .models import SHAPES, build  # noqa: E402
 from .parity import held_out_texts, parity_rows  # noqa: E402
+from .pinned import pinned_rows  # noqa: E402
 from .placement import placement_rows  # noqa: E402
 from .report import NOT_RUN, Row, guarded, write  # noqa: E402
 from .serving import service_rows  # noqa: E402
@@ -117,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--reuse", action="store_true", help="keep the checkpoint and bundles of an earlier run in OUT/work"
     )
     cli.add_argument("--workers", type=int, default=2, help="--inference-workers (CUDA: one session/stream each)")
+    cli.add_argument("--pinned-rounds", type=int, default=10, help="measured rounds of the pinned-core CPU part")
     args = cli.parse_args(argv)
     started = time.perf_counter()
     cuda, device, why = cuda_state()
@@ -135,10 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = guarded("placement", "placement", "-", "-", partial(placement_rows, models.bundles, cuda))
     with stage("parity", stages):
         rows += guarded("parity", "parity", "-", "-", partial(parity_rows, models.checkpoint, models.bundles, cuda))
-    rounds = {"cuda": args.rounds, "cpu": args.cpu_rounds}
+    rounds = {"cuda": args.rounds, "cpu": args.cpu_rounds, "pinned": args.pinned_rounds}
     with stage("service and speed", stages):
         work = partial(speed_rows, models, cuda, held_out_texts(256), rounds, args.workers)
         rows += guarded("speed", "service and speed", "-", "-", work)
+    with stage("pinned CPU path", stages):  # needs >= 4 cores; fewer: rows that say so
+        work = partial(pinned_rows, models.bundles["fp32"], args.pinned_rounds, args.workers)
+        rows += guarded("pinned", "pinned CPU path", "cpu", "fp32", work)
     failed = [r for r in rows if r.ok is False]
     verdict = f"{len(failed)} failed" if failed else ("all passed" if cuda else "CPU-only parts passed; CUDA not run")
     summary = {

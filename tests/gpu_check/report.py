@@ -16,7 +16,7 @@ NOT_RUN = "not run: no CUDA GPU"
 class Row:
     """One check (``ok`` True/False against ``bound``) or one measurement (``ok`` None)."""
 
-    part: str  # placement | capabilities | parity | service | speed
+    part: str  # placement | capabilities | parity | service | speed | pinned
     name: str
     provider: str  # cpu | cuda | -
     dtype: str  # fp32 | fp16 | -
@@ -52,7 +52,7 @@ def _cell(value: float | str | None) -> str:
 
 
 def markdown(rows: list[Row], header: str) -> str:
-    checks = [r for r in rows if r.part != "speed"]
+    checks = [r for r in rows if r.part not in ("speed", "pinned")]
     speed = [r for r in rows if r.part == "speed"]
     lines = [header, "", "| part | check | provider | dtype | value | bound | ok |", "|---|---|---|---|---|---|---|"]
     for r in checks:
@@ -73,7 +73,32 @@ def markdown(rows: list[Row], header: str) -> str:
             f"| {r.name} | {d['load']} | {r.provider} | {r.dtype} | {d['texts_per_s']:.0f} | {d['tokens_per_s']:.0f} "
             f"| {d['p50_ms']:.2f} | {d['p99_ms']:.2f} | {ratio} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + pinned_table([r for r in rows if r.part == "pinned"])) + "\n"
+
+
+def pinned_table(rows: list[Row]) -> list[str]:
+    """The pinned-core CPU rows (pinned.py): texts/s of the median round, service / in process."""
+    if not rows:
+        return []
+    lines = [
+        "",
+        "| CPU path, cores not shared | load (calls x texts) | server cores | load-generator cores "
+        "| texts/s (median round) | p50 ms | p99 ms | service / in process |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        d = r.detail
+        if "texts_per_s" not in d:  # not run, or crashed: the value says why
+            failed = " (**failed**)" if r.ok is False else ""
+            lines.append(f"| {r.name} | {d.get('load', '')} | | | {_cell(r.value)}{failed} | | | |")
+            continue
+        ratio = f"{d['service_vs_in_process']:.2f}" if "service_vs_in_process" in d else ""
+        lines.append(
+            f"| {r.name} | {d['load']} | {','.join(map(str, d['server_cores']))} "
+            f"| {','.join(map(str, d['load_cores']))} | {_cell(r.value)} | {d['p50_ms']:.2f} | {d['p99_ms']:.2f} "
+            f"| {ratio} |"
+        )
+    return lines
 
 
 def write(out: Path, rows: list[Row], summary: dict[str, Any]) -> tuple[Path, Path]:
