@@ -8,15 +8,17 @@ exit 0 and the CUDA rows passed.)
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import onnxruntime as ort
 import pytest
 
 from tests.conftest import ROOT
-from tests.gpu_check import bootstrap, report
+from tests.gpu_check import bootstrap, pinned, report
 from tests.gpu_check.report import NOT_RUN
 from tests.gpu_check.speed import LOADS
 
@@ -26,7 +28,7 @@ CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
 def test_gpu_check_cpu_part_writes_its_rows_and_says_no_gpu(tmp_path: Path) -> None:
     out = tmp_path / "gpu-check"
     command = [sys.executable, "-m", "tests.gpu_check", "--out", str(out), "--shape", "tiny", "--rounds", "1",
-               "--cpu-rounds", "1"]  # fmt: skip
+               "--cpu-rounds", "1", "--pinned-rounds", "1"]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == (0 if CUDA else 3), result.stderr[-4000:]
     last = result.stderr.strip().splitlines()[-1] if not CUDA else result.stdout.strip()
@@ -36,7 +38,11 @@ def test_gpu_check_cpu_part_writes_its_rows_and_says_no_gpu(tmp_path: Path) -> N
     data = json.loads((out / "gpu-check.json").read_text())
     table = (out / "gpu-check.md").read_text()
     rows = data["rows"]
-    assert data["cuda"] is CUDA and data["shape"] == "tiny" and set(data["stages_s"]) >= {"parity", "placement"}
+    assert (
+        data["cuda"] is CUDA
+        and data["shape"] == "tiny"
+        and set(data["stages_s"]) >= {"parity", "placement", "pinned CPU path"}
+    )
     assert not [r for r in rows if r["ok"] is False], "a check failed"
     for row in rows:  # every row of the JSON is a row of the table
         assert f"| {row['name']} |" in table, row["name"]
@@ -70,6 +76,8 @@ def test_gpu_check_cpu_part_writes_its_rows_and_says_no_gpu(tmp_path: Path) -> N
                 d["texts_per_s"] > 0 and 0 < d["p50_ms"] <= d["p99_ms"] and d.get("vs_anchor", 1) > 0 for d in measured
             )
 
+    check_pinned_rows(rows, table)
+
     not_run = [r for r in rows if r["value"] == NOT_RUN]
     if CUDA:
         assert not not_run
@@ -79,6 +87,42 @@ def test_gpu_check_cpu_part_writes_its_rows_and_says_no_gpu(tmp_path: Path) -> N
         assert not [
             r for r in rows if r["provider"] == "cuda" and r["value"] != NOT_RUN and r["part"] != "capabilities"
         ]
+
+
+def check_pinned_rows(rows: list[dict[str, Any]], table: str) -> None:
+    """The pinned-core CPU part: both paths at each of its loads, measured with the ratio where this
+    machine has >= 4 usable cores, else each row saying why it was not run (and nothing invented)."""
+    usable = len(os.sched_getaffinity(0))
+    found = [r for r in rows if r["part"] == "pinned"]
+    paths = (pinned.SERVICE, pinned.IN_PROCESS)
+    assert sorted((r["name"], r["detail"]["load"]) for r in found) == sorted(
+        (path, f"{calls} x {texts}") for path in paths for calls, texts in pinned.LOADS
+    )
+    assert all(r["provider"] == "cpu" and r["dtype"] == "fp32" and r["ok"] is None for r in found)
+    if usable < 4:
+        status = f"not run: needs ≥ 4 cores, this machine has {usable}"
+        assert all(r["value"] == status and "texts_per_s" not in r["detail"] for r in found), found
+        assert table.count(f"| {status} |") == len(found)
+        return
+    for row in found:
+        detail = row["detail"]
+        assert row["value"] > 0 and len(detail["server_cores"]) == pinned.SERVER_CORES
+        if row["name"] == pinned.SERVICE:  # cores of its own; in process the callers share the server's
+            assert not set(detail["server_cores"]) & set(detail["load_cores"])
+            assert detail["service_vs_in_process"] > 0
+            assert f"| {detail['service_vs_in_process']:.2f} |" in table
+        else:
+            assert detail["load_cores"] == detail["server_cores"]
+
+
+@pytest.mark.fast
+def test_the_server_and_the_load_generator_get_cores_of_their_own() -> None:
+    assert pinned.split_cores(range(2)) is None and pinned.split_cores({0, 1, 2}) is None
+    assert pinned.split_cores(range(4)) == ([0, 1], [2, 3])
+    assert pinned.split_cores(range(16)) == ([0, 1], list(range(2, 16)))
+    assert pinned.split_cores({9, 3, 5, 7, 11}) == ([3, 5], [7, 9, 11])  # a taskset-restricted, sparse set
+    assert pinned.split_cores(range(8), server=4) == ([0, 1, 2, 3], [4, 5, 6, 7])
+    assert pinned.not_run_status(2) == "not run: needs ≥ 4 cores, this machine has 2"
 
 
 @pytest.mark.fast
