@@ -92,7 +92,9 @@ def test_gpu_check_cpu_part_writes_its_rows_and_says_no_gpu(tmp_path: Path) -> N
 def check_pinned_rows(rows: list[dict[str, Any]], table: str) -> None:
     """The pinned-core CPU part: both paths at each of its loads, measured with the ratio where this
     machine has >= 4 usable cores, else each row saying why it was not run (and nothing invented)."""
-    usable = len(os.sched_getaffinity(0))
+    cores = sorted(os.sched_getaffinity(0))
+    physical = pinned.topology(cores)
+    usable = len({physical.get(core, core) for core in cores})
     found = [r for r in rows if r["part"] == "pinned"]
     paths = (pinned.SERVICE, pinned.IN_PROCESS)
     assert sorted((r["name"], r["detail"]["load"]) for r in found) == sorted(
@@ -100,7 +102,8 @@ def check_pinned_rows(rows: list[dict[str, Any]], table: str) -> None:
     )
     assert all(r["provider"] == "cpu" and r["dtype"] == "fp32" and r["ok"] is None for r in found)
     if usable < 4:
-        status = f"not run: needs ≥ 4 cores, this machine has {usable}"
+        status = pinned.not_run_status(usable, len(cores))
+        assert status.startswith(f"not run: needs ≥ 4 cores, this machine has {usable}")
         assert all(r["value"] == status and "texts_per_s" not in r["detail"] for r in found), found
         assert table.count(f"| {status} |") == len(found)
         return
@@ -122,7 +125,13 @@ def test_the_server_and_the_load_generator_get_cores_of_their_own() -> None:
     assert pinned.split_cores(range(16)) == ([0, 1], list(range(2, 16)))
     assert pinned.split_cores({9, 3, 5, 7, 11}) == ([3, 5], [7, 9, 11])  # a taskset-restricted, sparse set
     assert pinned.split_cores(range(8), server=4) == ([0, 1, 2, 3], [4, 5, 6, 7])
-    assert pinned.not_run_status(2) == "not run: needs ≥ 4 cores, this machine has 2"
+    # 4 physical cores with 2 hyperthreads each, siblings numbered n and n + 4 (as Linux often does)
+    siblings = {core: core % 4 for core in range(8)}
+    assert pinned.split_cores(range(8), physical=siblings) == ([0, 1], [2, 3, 6, 7])  # 4 and 5 left idle
+    assert pinned.split_cores(range(8), physical={core: core // 2 for core in range(8)}) == ([0, 2], [4, 5, 6, 7])
+    assert pinned.split_cores(range(6), physical={core: core % 3 for core in range(6)}) is None  # 3 physical
+    assert pinned.not_run_status(2, 2) == "not run: needs ≥ 4 cores, this machine has 2"
+    assert pinned.not_run_status(3, 6) == "not run: needs ≥ 4 cores, this machine has 3 (6 logical)"
 
 
 @pytest.mark.fast

@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -40,18 +40,41 @@ IN_PROCESS = f"in process (Runtime), on the same {SERVER_CORES} cores"
 MEASURE_TIMEOUT_S = 600
 
 
-def split_cores(usable: Iterable[int], server: int = SERVER_CORES) -> tuple[list[int], list[int]] | None:
+def split_cores(
+    usable: Iterable[int], server: int = SERVER_CORES, physical: Mapping[int, Hashable] | None = None
+) -> tuple[list[int], list[int]] | None:
     """(the server's cores, the load generator's cores) out of the ``usable`` ones, or None when
-    fewer than ``2 * server`` are usable. The server takes the lowest-numbered ones, the load
-    generator all the rest (32 callers' gRPC work must never wait for the server's cores)."""
-    cores = sorted(set(usable))
-    if len(cores) < 2 * server:
+    fewer than ``2 * server`` physical cores are usable. ``physical``: each core's physical core
+    (``topology()``); hyperthread siblings share one core's execution units, so the split is by
+    physical core: the server gets the first logical core of each of the ``server`` lowest physical
+    cores (their siblings stay idle), the load generator every logical core of all the others."""
+    groups: dict[Hashable, list[int]] = {}
+    for core in sorted(set(usable)):
+        groups.setdefault((physical or {}).get(core, ("logical", core)), []).append(core)
+    ordered = sorted(groups.values())  # by each physical core's lowest logical one
+    if len(ordered) < 2 * server:
         return None
-    return cores[:server], cores[server:]
+    return [group[0] for group in ordered[:server]], sorted(core for group in ordered[server:] for core in group)
 
 
-def not_run_status(usable: int) -> str:
-    return f"not run: needs ≥ {2 * SERVER_CORES} cores, this machine has {usable}"
+def topology(usable: Iterable[int]) -> dict[int, Hashable]:
+    """Each usable core's (package, core id) from sysfs; a core whose topology cannot be read is its own."""
+    found: dict[int, Hashable] = {}
+    for core in usable:
+        folder = Path(f"/sys/devices/system/cpu/cpu{core}/topology")
+        try:
+            found[core] = (
+                (folder / "physical_package_id").read_text().strip(),
+                (folder / "core_id").read_text().strip(),
+            )
+        except OSError:
+            continue
+    return found
+
+
+def not_run_status(physical: int, logical: int) -> str:
+    threads = f" ({logical} logical)" if logical != physical else ""
+    return f"not run: needs ≥ {2 * SERVER_CORES} cores, this machine has {physical}{threads}"
 
 
 def pinned_command(cores: Sequence[int], module: str, *args: str) -> list[str]:
@@ -73,9 +96,10 @@ def measure_pinned(cores: Sequence[int], bundle: Path, rounds: int, workers: int
 def pinned_rows(bundle: Path, rounds: int, workers: int) -> list[Row]:
     """The rows of this part: measured, each service row with its ratio to in process; or not run."""
     usable = sorted(os.sched_getaffinity(0))
-    split = split_cores(usable)
+    physical = topology(usable)
+    split = split_cores(usable, physical=physical)
     if split is None:
-        status = not_run_status(len(usable))
+        status = not_run_status(len({physical.get(core, core) for core in usable}), len(usable))
         return [Row(PART, path, "cpu", "fp32", status, detail={"load": f"{calls} x {texts}", "usable": usable})
                 for path in (SERVICE, IN_PROCESS) for calls, texts in LOADS]  # fmt: skip
     server_cores, load_cores = split
