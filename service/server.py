@@ -296,7 +296,7 @@ class AtentoServer:
         """One text of ``max_positions`` tokens through the fast graph: a manifest that promises more
         positions than the graph's position table holds fails here, not on a user's long text."""
         longest = bundle.model.max_positions
-        ids = np.full((1, longest), 1000, dtype=np.int64)  # (1, S)
+        ids = np.full((1, longest), runtime.warm_up_token, dtype=np.int64)  # (1, S)
         feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
         try:
             await asyncio.get_running_loop().run_in_executor(None, runtime.run, feeds)

@@ -15,6 +15,7 @@ from atento.export.sources import minilm_directory
 
 from tests.export.conftest import ArchitectureBundle
 from tests.export.random_checkpoints import LAYERS as RANDOM_LAYERS
+from tests.export.random_checkpoints import VOCAB_SIZE
 
 LAYERS = 6  # all-MiniLM-L6-v2
 
@@ -125,7 +126,7 @@ def test_packed_rows_in_onnx_runtime(minilm_bundle: Path) -> None:
 
 def test_packed_rows_in_onnx_runtime_every_architecture(architecture: ArchitectureBundle) -> None:
     """Positions (and MPNet's relative positions) count within each text, so packing changes nothing."""
-    check_packed_rows(architecture.bundle, vocab=(10, 1000))
+    check_packed_rows(architecture.bundle, vocab=(10, VOCAB_SIZE))
 
 
 def check_packed_rows(bundle: Path, vocab: tuple[int, int]) -> None:
