@@ -112,7 +112,8 @@ class Engine:
                 await hold.reserve(size, deadline)
             items = self.batcher.submit(encoded, graph=options.graph, deadline=deadline, reservation=reservation)
             outputs: list[ItemOutput] = await asyncio.gather(*(item.future for item in items))
-            self.tracer.batches(items[0].enqueued, batch_runs(items, outputs), time.perf_counter())
+            if self.tracer.records:  # the batches' timings, gathered only for a tracer that keeps them
+                self.tracer.batches(items[0].enqueued, batch_runs(items, outputs), time.perf_counter())
         finally:
             for item in items:  # on failure or cancellation, nothing else of this call is worth computing
                 item.future.cancel()

@@ -29,6 +29,8 @@ def in_a_call() -> bool:
 
 
 class OtelCallTracer(CallTracer):
+    records = True
+
     def __init__(self, provider: TracerProvider) -> None:
         self.tracer = provider.get_tracer("atento.service")
 

@@ -215,17 +215,18 @@ class Runtime:
         outputs: list[np.ndarray] = binding.copy_outputs_to_cpu()
         return outputs, run_s
 
-    @property
-    def warm_up_token(self) -> int:
-        """A token id every vocabulary has (a tokenizer trained on a small corpus may have < 1000)."""
-        return min(1000, self.bundle.model.vocab_size - 1)
+    def filler_inputs(self, batch: int, seq: int) -> dict[str, np.ndarray]:
+        """(batch, seq) inputs of one ordinary token, for warm-up and checks: a token id every
+        vocabulary has (a tokenizer trained on a small corpus may have fewer than 1000)."""
+        ids = np.full((batch, seq), min(1000, self.bundle.model.vocab_size - 1), dtype=np.int64)  # (B, S)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        return {name: feeds[name] for name in self.input_names}
 
     def warm_up(self) -> None:
         """A few shapes through every loaded graph, so the first real request pays no set-up cost."""
         for batch, seq in ((1, 8), (4, 32), (8, 128)):
             seq = min(seq, self.bundle.model.max_positions)
-            ids = np.full((batch, seq), self.warm_up_token, dtype=np.int64)
-            feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+            feeds = self.filler_inputs(batch, seq)
             for worker, sessions in enumerate(self._replicas):  # every replica: each has its own arena
                 for graph in sessions:
                     self.run(feeds, graph, worker)
@@ -241,9 +242,7 @@ class Runtime:
     def placement(self, graph: GraphRole) -> list[NodePlacement]:
         """Where ONNX Runtime puts each node of ``graph``: one run of a profiled twin of its session."""
         session = self._session(self.bundle, graph, self.provider, self.settings, profile=True)
-        ids = np.full((2, 16), self.warm_up_token, dtype=np.int64)
-        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-        session.run(None, {name: feeds[name] for name in self.input_names})
+        session.run(None, self.filler_inputs(2, 16))
         profile = Path(session.end_profiling())
         try:
             return read_profile(profile)

@@ -20,7 +20,6 @@ import ssl
 from pathlib import Path
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .auth import BearerTokenInterceptor
@@ -296,10 +295,8 @@ class AtentoServer:
         """One text of ``max_positions`` tokens through the fast graph: a manifest that promises more
         positions than the graph's position table holds fails here, not on a user's long text."""
         longest = bundle.model.max_positions
-        ids = np.full((1, longest), runtime.warm_up_token, dtype=np.int64)  # (1, S)
-        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
         try:
-            await asyncio.get_running_loop().run_in_executor(None, runtime.run, feeds)
+            await asyncio.get_running_loop().run_in_executor(None, runtime.run, runtime.filler_inputs(1, longest))
         except Exception as error:
             raise StartupError(
                 f"bundle {self.settings.bundle}: the manifest's model.max_positions ({longest}) is more than the "

@@ -23,7 +23,11 @@ Run = tuple[float, float]
 
 class CallTracer:
     """The spans of one call's stages: tokenise and respond (``span``), and queue wait, batch and
-    ONNX Runtime run (``batches``, recorded once the batch's timings are known). Here: nothing."""
+    ONNX Runtime run (``batches``, recorded once the batch's timings are known). Here: nothing.
+
+    ``records``: False for this no-op one, so callers skip gathering what only a real tracer reads."""
+
+    records = False
 
     @contextmanager
     def span(self, name: str, **attributes: Any) -> Iterator[None]:
