@@ -69,7 +69,7 @@ def embed_file(args: argparse.Namespace, client: Client, options: dict[str, Any]
     numbers: deque[int] = deque()  # line numbers of the texts sent and not yet answered
     blank: list[int] = []
     rows: list[np.ndarray] = []
-    bar, done = progress_bar(count_lines(args.file), "line", "embed"), 0
+    bar, done = progress_bar(lambda: count_lines(args.file), "line", "embed"), 0  # counted for a bar only
     try:
         texts = numbered_lines(args.file, numbers, blank)
         for encoding in client.embed_stream(texts, batch_size=args.batch, **options):

@@ -7,6 +7,7 @@ tqdm comes with the client extra (`pip install 'atento[client]'`); without it a 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any, Protocol
 
 
@@ -26,13 +27,16 @@ class NoBar:
         pass
 
 
-def progress_bar(total: float | None, unit: str, description: str = "") -> Bar:
-    """A bar counting ``unit``s up to ``total`` (None: a running count and rate) when stderr is a TTY."""
+def progress_bar(total: float | Callable[[], float | None] | None, unit: str, description: str = "") -> Bar:
+    """A bar counting ``unit``s up to ``total`` (None: a running count and rate) when stderr is a TTY.
+
+    ``total`` may be a function, called only when a bar is shown (counting a file's lines reads it)."""
     if not sys.stderr.isatty():
         return NoBar()
     try:
         from tqdm import tqdm
     except ImportError:  # a bare `pip install atento`: the bar is a nicety, the command still runs
         return NoBar()
-    bar: Bar = tqdm(total=total, unit=unit, desc=description or None, file=sys.stderr, dynamic_ncols=True)
+    count = total() if callable(total) else total
+    bar: Bar = tqdm(total=count, unit=unit, desc=description or None, file=sys.stderr, dynamic_ncols=True)
     return bar
