@@ -14,10 +14,10 @@ from typing import Any
 import onnxruntime as ort
 
 from .config import Settings
+from .runtime import CUDA
 
 log = logging.getLogger("atento.provider_defaults")
 
-CUDA = "CUDAExecutionProvider"
 # TEI's default token budget is 16384 per batch on a GPU; MiniLM-sized encoders keep an H100/H200
 # busy only past that, and the queue bound follows (16 batches, config.queued_tokens_bound).
 PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
