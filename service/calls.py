@@ -52,6 +52,16 @@ def ended_by(context: grpc.aio.ServicerContext, allowed: float | None) -> grpc.S
     return grpc.StatusCode.CANCELLED
 
 
+def past_deadline(context: grpc.aio.ServicerContext, allowed: float | None) -> bool:
+    """The call's deadline has passed: whatever it returns now, its client has had DEADLINE_EXCEEDED.
+
+    gRPC ends a call at its deadline in two ways that race: by cancelling the handler, or by ending
+    the request stream (a read answers "no more requests"), after which a stream's handler returns
+    normally; ``context.cancelled()`` says neither (it reports only a status the server set).
+    """
+    return allowed is not None and (context.time_remaining() or 0.0) <= 0.0
+
+
 class CallTracker:
     """Counts the calls in flight, so that a drain can wait for them to finish and limits can hold."""
 
@@ -142,10 +152,11 @@ class CallTracker:
             self._active += 1
             self._streams += stream
             result = await work
-            if context.cancelled():  # the client went away: a stream can end "normally" after that
-                code = ended_by(context, allowed)
+            if past_deadline(context, allowed):  # its end can reach a stream as the end of its requests
+                code = grpc.StatusCode.DEADLINE_EXCEEDED
             return result
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, grpc.aio.InternalError, grpc.aio.UsageError):
+            # Cancelled, or gRPC refused a read or write: the call is over from the client's side.
             code = ended_by(context, allowed)
             raise
         except Exception as error:

@@ -1,4 +1,5 @@
-"""A call cut short is counted by what ended it: its deadline, or the client leaving."""
+"""A call cut short is counted by what ended it: its deadline, or the client leaving; one that returns
+after its deadline passed (a stream whose requests gRPC ended at the deadline) counts as the deadline."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any, cast
 
 import grpc
 import pytest
-from atento.service.calls import ended_by
+from atento.service.calls import ended_by, past_deadline
 
 
 class Remaining:
@@ -35,3 +36,18 @@ def test_a_cut_call_is_counted_by_what_ended_it(
     allowed: float | None, remaining: float | None, code: grpc.StatusCode
 ) -> None:
     assert ended_by(cast(Any, Remaining(remaining)), allowed) == code
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(
+    ("allowed", "remaining", "passed"),
+    [
+        (1.0, 0.0, True),  # gRPC's time_remaining() stops at zero
+        (1.0, 0.001, False),  # returned in time, however narrowly
+        (None, None, False),  # no deadline: it cannot pass
+    ],
+)
+def test_a_call_that_returns_after_its_deadline_counts_as_the_deadline(
+    allowed: float | None, remaining: float | None, passed: bool
+) -> None:
+    assert past_deadline(cast(Any, Remaining(remaining)), allowed) is passed
