@@ -13,7 +13,7 @@ from atento.v1 import encoder_pb2 as pb
 from . import calls
 from .base import DEFAULT, ClientBase, Timeout
 from .calls import Call, Texts, Vectors
-from .errors import rpc_errors
+from .errors import UnavailableError, rpc_errors
 from .messages import EmbedOptions
 from .results import EmbedResult, Encoding, ModelInfo, TokenizedText
 from .similarity import similarity
@@ -29,6 +29,16 @@ async def _texts_from(texts: Iterable[str] | AsyncIterable[str]) -> AsyncIterato
     else:
         for text in texts:
             yield text
+
+
+async def _requests(
+    batches: calls.StreamBatches, texts: Iterable[str] | AsyncIterable[str]
+) -> AsyncIterator[pb.EmbedRequest]:
+    async for text in _texts_from(texts):
+        if (request := batches.add(text)) is not None:
+            yield request
+    if (last := batches.finish()) is not None:
+        yield last
 
 
 class AsyncClient(ClientBase):
@@ -54,28 +64,68 @@ class AsyncClient(ClientBase):
         timeout: float | None = None,
         **options: Unpack[EmbedOptions],
     ) -> AsyncIterator[Encoding]:
-        """Embed any number of texts over one stream, in input order, with bounded memory."""
+        """Embed any number of texts over one stream, in input order, with bounded memory; a stream
+        that a draining or dying server ends is continued on a new one (``calls.Unanswered``)."""
         batches = calls.StreamBatches(batch_size=batch_size, max_in_flight=max_in_flight, **options)
-        slots = asyncio.Semaphore(batches.max_in_flight)
+        source = _requests(batches, texts)
+        unanswered = calls.Unanswered(self.connection.retry)
+        slots = asyncio.Semaphore(batches.max_in_flight)  # one per unanswered request
+        reading = asyncio.Lock()  # one read of the input at a time, whichever stream asks
 
-        async def requests() -> AsyncIterator[pb.EmbedRequest]:
-            async for text in _texts_from(texts):
-                if (request := batches.add(text)) is not None:
-                    await slots.acquire()
-                    yield request
-            if (last := batches.finish()) is not None:
-                await slots.acquire()
-                yield last
+        async def take_slot(ended: asyncio.Event) -> bool:
+            """A slot for the next request, unless the stream ends first (then none is kept)."""
+            acquiring, ending = asyncio.ensure_future(slots.acquire()), asyncio.ensure_future(ended.wait())
+            await asyncio.wait((acquiring, ending), return_when=asyncio.FIRST_COMPLETED)
+            ending.cancel()
+            if not ended.is_set():
+                return True
+            if acquiring.done():
+                slots.release()
+            acquiring.cancel()
+            return False
 
-        call = self._stream(requests(), **self._call_options(timeout))
-        try:
-            with rpc_errors():
-                async for response in call:
-                    slots.release()
-                    for encoding in batches.decode(response):
-                        yield encoding
-        finally:
-            call.cancel()
+        async def read(number: int) -> None:
+            """Read request ``number`` into ``unanswered`` unless a stream already did; a slot is held
+            for it (given back if not used). Shielded by the caller: a stream cancelled mid-read must
+            not lose what the input gave."""
+            async with reading:
+                if unanswered.at(number) is None and (request := await anext(source, None)) is not None:
+                    unanswered.sent(request)
+                    return
+            slots.release()  # already read (by an ended stream), or the input is over
+
+        async def requests(ended: asyncio.Event) -> AsyncIterator[pb.EmbedRequest]:
+            # gRPC reads this on a task of its own that an ended call does not always cancel: ``ended``
+            # stops it, so an old stream never takes a slot or a request from the next one.
+            number = unanswered.first  # what an ended stream left unanswered goes first
+            while not ended.is_set():
+                if unanswered.at(number) is None:
+                    if not await take_slot(ended):
+                        return
+                    await asyncio.shield(read(number))
+                if (request := unanswered.at(number)) is None:  # the input is over
+                    return
+                yield request
+                number += 1
+
+        while True:
+            ended = asyncio.Event()
+            call = self._stream(requests(ended), **self._call_options(timeout))
+            try:
+                with rpc_errors():
+                    async for response in call:
+                        unanswered.answered()
+                        slots.release()
+                        for encoding in batches.decode(response):
+                            yield encoding
+                return
+            except UnavailableError:
+                if (wait := unanswered.backoff()) is None:
+                    raise
+            finally:
+                ended.set()
+                call.cancel()
+            await asyncio.sleep(wait)
 
     async def tokenize(
         self, texts: Texts, *, truncate: bool = False, timeout: Timeout = DEFAULT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import TypeVar, Unpack
 
@@ -12,7 +13,7 @@ from atento.v1 import encoder_pb2 as pb
 from . import calls
 from .base import DEFAULT, ClientBase, Timeout
 from .calls import Call, Texts, Vectors
-from .errors import rpc_errors
+from .errors import UnavailableError, rpc_errors
 from .messages import EmbedOptions
 from .results import EmbedResult, Encoding, ModelInfo, TokenizedText
 from .similarity import similarity
@@ -44,27 +45,52 @@ class Client(ClientBase):
         """Embed any number of texts over one bidirectional stream; results come in input order.
 
         At most ``max_in_flight`` requests of ``batch_size`` texts are outstanding, so memory stays
-        bounded however long the input is: the input is read only as results are consumed.
+        bounded however long the input is: the input is read only as results are consumed. A stream
+        that a draining or dying server ends is continued on a new one (``calls.Unanswered``).
         """
         batches = calls.StreamBatches(batch_size=batch_size, max_in_flight=max_in_flight, **options)
-        slots = threading.Semaphore(batches.max_in_flight)
-        finished = threading.Event()
+        source = batches.requests(texts)
+        unanswered = calls.Unanswered(self.connection.retry)
+        slots = threading.Semaphore(batches.max_in_flight)  # one per unanswered request
+        ledger = threading.Lock()  # the input and ``unanswered``, shared by gRPC's threads and this one
 
-        def requests() -> Iterator[pb.EmbedRequest]:  # runs on gRPC's thread, which sends what it yields
-            for request in batches.requests(texts):
-                if not self._wait_slot(slots, finished):
+        def read(number: int) -> pb.EmbedRequest | None:
+            """Request ``number``, read from the input unless a stream already did; a slot is held for it."""
+            with ledger:
+                if (request := unanswered.at(number)) is None and (request := next(source, None)) is not None:
+                    unanswered.sent(request)
+                    return request
+            slots.release()  # already read (by an ended stream), or the input is over
+            return request
+
+        def requests(ended: threading.Event) -> Iterator[pb.EmbedRequest]:
+            number = unanswered.first  # what an ended stream left unanswered goes first
+            while not ended.is_set():  # runs on gRPC's thread, which sends what it yields
+                with ledger:
+                    request = unanswered.at(number)
+                if request is None and (not self._wait_slot(slots, ended) or (request := read(number)) is None):
                     return
                 yield request
+                number += 1
 
-        call = self._stream(requests(), **self._call_options(timeout))
-        try:
-            with rpc_errors():
-                for response in call:
-                    slots.release()
-                    yield from batches.decode(response)
-        finally:
-            finished.set()
-            call.cancel()
+        while True:
+            ended = threading.Event()
+            call = self._stream(requests(ended), **self._call_options(timeout))
+            try:
+                with rpc_errors():
+                    for response in call:
+                        with ledger:
+                            unanswered.answered()
+                        slots.release()
+                        yield from batches.decode(response)
+                return
+            except UnavailableError:
+                if (wait := unanswered.backoff()) is None:
+                    raise
+            finally:
+                ended.set()
+                call.cancel()
+            time.sleep(wait)
 
     @staticmethod
     def _wait_slot(slots: threading.Semaphore, finished: threading.Event) -> bool:

@@ -1,0 +1,93 @@
+"""embed_stream across a rolling restart: the replica holding the stream drains (SIGTERM) or dies
+(SIGKILL) mid-stream, and the SDK continues on the other replica with every result once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from atento.client import AsyncClient, Client, Encoding, UnavailableError
+
+from tests.servers import ServerProcess, running_server
+
+TEXTS = [f"sentence number {i} of the indexing job" for i in range(600)]
+HOSTS = ("127.0.0.1", "127.0.0.2")
+
+
+@pytest.fixture
+def two_servers(tiny_bundle: Path) -> Iterator[list[ServerProcess]]:
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(running_server(tiny_bundle, host=host)) for host in HOSTS]
+
+
+def reference(client: Client) -> np.ndarray:
+    rows = [client.embed(TEXTS[i : i + 100]).embeddings for i in range(0, len(TEXTS), 100)]
+    matrix = np.concatenate([r for r in rows if r is not None])
+    assert np.abs(matrix[1:] - matrix[:-1]).max(axis=1).min() > 1e-4  # a result out of order would show
+    return matrix
+
+
+def holder(servers: list[ServerProcess]) -> ServerProcess:
+    """The replica the open stream landed on."""
+    (found,) = [s for s in servers if s.metric("atento_in_flight_requests", method="EmbedStream") == 1]
+    return found
+
+
+def check(streamed: list[Encoding], expected: np.ndarray) -> None:
+    assert len(streamed) == len(TEXTS)  # every text once: none lost, none repeated
+    got = np.stack([e.embedding for e in streamed if e.embedding is not None])
+    np.testing.assert_allclose(got, expected, atol=1e-4)  # in input order
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["drains", "dies"])
+def test_a_stream_continues_on_another_replica(two_servers: list[ServerProcess], signum: signal.Signals) -> None:
+    with Client([s.target for s in two_servers]) as client:
+        expected = reference(client)
+        streamed: list[Encoding] = []
+        for encoding in client.embed_stream(TEXTS, batch_size=4, max_in_flight=8):
+            streamed.append(encoding)
+            if len(streamed) == 100:  # mid-stream, with requests in flight
+                victim = holder(two_servers)
+                victim.process.send_signal(signum)
+        check(streamed, expected)
+    survivor = next(s for s in two_servers if s is not victim)
+    assert survivor.metric("atento_requests_total", method="EmbedStream", code="OK") >= 1
+    assert victim.process.wait(60) == (0 if signum == signal.SIGTERM else -signal.SIGKILL)
+
+
+def test_the_async_client_continues_too(two_servers: list[ServerProcess]) -> None:
+    async def run() -> tuple[list[Encoding], np.ndarray]:
+        with Client([s.target for s in two_servers]) as blocking:
+            expected = reference(blocking)
+        streamed: list[Encoding] = []
+        async with AsyncClient([s.target for s in two_servers]) as client:
+
+            async def texts() -> AsyncIterator[str]:
+                for text in TEXTS:
+                    await asyncio.sleep(0)
+                    yield text
+
+            async for encoding in client.embed_stream(texts(), batch_size=4, max_in_flight=8):
+                streamed.append(encoding)
+                if len(streamed) == 100:
+                    holder(two_servers).process.send_signal(signal.SIGTERM)
+        return streamed, expected
+
+    check(*asyncio.run(run()))
+
+
+def test_with_no_replica_left_the_unavailable_stands(tiny_bundle: Path) -> None:
+    with running_server(tiny_bundle) as server, Client(server.target) as client:
+        done = threading.Event()
+        with pytest.raises(UnavailableError):
+            for i, _ in enumerate(client.embed_stream(TEXTS * 20, batch_size=4)):
+                if i == 100 and not done.is_set():
+                    done.set()
+                    server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(60) == 0
