@@ -13,9 +13,10 @@ from atento.v1 import encoder_pb2 as pb
 from . import calls
 from .base import DEFAULT, ClientBase, Timeout
 from .calls import Call, Texts, Vectors
-from .errors import UnavailableError, rpc_errors
+from .errors import rpc_errors
 from .messages import EmbedOptions
 from .results import EmbedResult, Encoding, ModelInfo, TokenizedText
+from .resume import Unanswered
 from .similarity import similarity
 
 R = TypeVar("R")
@@ -65,10 +66,10 @@ class AsyncClient(ClientBase):
         **options: Unpack[EmbedOptions],
     ) -> AsyncIterator[Encoding]:
         """Embed any number of texts over one stream, in input order, with bounded memory; a stream
-        that a draining or dying server ends is continued on a new one (``calls.Unanswered``)."""
+        that a draining or dying server ends is continued on a new one (see ``resume``)."""
         batches = calls.StreamBatches(batch_size=batch_size, max_in_flight=max_in_flight, **options)
         source = _requests(batches, texts)
-        unanswered = calls.Unanswered(self.connection.retry)
+        unanswered = Unanswered(self.connection.retry)
         slots = asyncio.Semaphore(batches.max_in_flight)  # one per unanswered request
         reading = asyncio.Lock()  # one read of the input at a time, whichever stream asks
 
@@ -111,21 +112,14 @@ class AsyncClient(ClientBase):
         while True:
             ended = asyncio.Event()
             call = self._stream(requests(ended), **self._call_options(timeout))
-            try:
-                with rpc_errors():
-                    async for response in call:
-                        unanswered.answered()
-                        slots.release()
-                        for encoding in batches.decode(response):
-                            yield encoding
+            with unanswered.attempt(call, ended) as attempt, rpc_errors():
+                async for response in call:
+                    unanswered.answered()
+                    slots.release()
+                    for encoding in batches.decode(response):
+                        yield encoding
                 return
-            except UnavailableError:
-                if (wait := unanswered.backoff()) is None:
-                    raise
-            finally:
-                ended.set()
-                call.cancel()
-            await asyncio.sleep(wait)
+            await asyncio.sleep(attempt.wait)
 
     async def tokenize(
         self, texts: Texts, *, truncate: bool = False, timeout: Timeout = DEFAULT

@@ -8,8 +8,6 @@ each check and each decoding rule is written once, and tested here without a ser
 
 from __future__ import annotations
 
-import random
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, Unpack
@@ -18,7 +16,6 @@ import numpy as np
 from atento.v1 import encoder_pb2 as pb
 
 from . import health
-from .connection import Retry
 from .messages import EmbedOptions, embed_request, tokenize_request
 from .results import (
     EmbedResult,
@@ -130,48 +127,3 @@ class StreamBatches:
     @staticmethod
     def decode(response: pb.EmbedResponse) -> list[Encoding]:
         return [encoding_from(message) for message in response.results]
-
-
-class Unanswered:
-    """The requests of an embed stream taken from the input and not answered yet, and when to send
-    them again.
-
-    A draining server answers every request it holds, then ends the stream with UNAVAILABLE (the
-    rest may be retried elsewhere); a replica that dies ends it with UNAVAILABLE too. Embedding has
-    no side effects, so the client opens a new stream, which the channel gives to a replica that is
-    SERVING, and sends these first: the caller sees every result once, in input order, across a
-    rolling restart. Requests are numbered from the input's start: a stream sends from ``first``
-    on, reading the input only past ``end``. Attempts and backoff (jittered, as gRPC's own) follow
-    the connection's ``Retry`` policy; an answer starts the count again; ``retry=None`` resends nothing.
-    """
-
-    def __init__(self, retry: Retry | None) -> None:
-        self.retry = retry
-        self.first = 0  # the number of the oldest request not answered
-        self._requests: deque[pb.EmbedRequest] = deque()  # at most max_in_flight: their slots are held
-        self._failures = 0  # streams ended UNAVAILABLE since the last answer
-
-    @property
-    def end(self) -> int:
-        """The number the next request read from the input will have."""
-        return self.first + len(self._requests)
-
-    def at(self, number: int) -> pb.EmbedRequest | None:
-        """Request ``number`` if it was read and is not answered yet, else None."""
-        return self._requests[number - self.first] if self.first <= number < self.end else None
-
-    def sent(self, request: pb.EmbedRequest) -> None:
-        self._requests.append(request)
-
-    def answered(self) -> None:
-        self._requests.popleft()  # a stream answers its requests in order
-        self.first += 1
-        self._failures = 0
-
-    def backoff(self) -> float | None:
-        """Seconds to wait before opening the next stream, or None: give up (the UNAVAILABLE stands)."""
-        if self.retry is None or self._failures + 1 >= self.retry.attempts:
-            return None
-        ceiling = min(self.retry.initial_backoff_s * self.retry.multiplier**self._failures, self.retry.max_backoff_s)
-        self._failures += 1
-        return random.uniform(0, ceiling)

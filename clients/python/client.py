@@ -13,9 +13,10 @@ from atento.v1 import encoder_pb2 as pb
 from . import calls
 from .base import DEFAULT, ClientBase, Timeout
 from .calls import Call, Texts, Vectors
-from .errors import UnavailableError, rpc_errors
+from .errors import rpc_errors
 from .messages import EmbedOptions
 from .results import EmbedResult, Encoding, ModelInfo, TokenizedText
+from .resume import Unanswered
 from .similarity import similarity
 
 R = TypeVar("R")
@@ -46,11 +47,11 @@ class Client(ClientBase):
 
         At most ``max_in_flight`` requests of ``batch_size`` texts are outstanding, so memory stays
         bounded however long the input is: the input is read only as results are consumed. A stream
-        that a draining or dying server ends is continued on a new one (``calls.Unanswered``).
+        that a draining or dying server ends is continued on a new one (see ``resume``).
         """
         batches = calls.StreamBatches(batch_size=batch_size, max_in_flight=max_in_flight, **options)
         source = batches.requests(texts)
-        unanswered = calls.Unanswered(self.connection.retry)
+        unanswered = Unanswered(self.connection.retry)
         slots = threading.Semaphore(batches.max_in_flight)  # one per unanswered request
         ledger = threading.Lock()  # the input and ``unanswered``, shared by gRPC's threads and this one
 
@@ -76,21 +77,14 @@ class Client(ClientBase):
         while True:
             ended = threading.Event()
             call = self._stream(requests(ended), **self._call_options(timeout))
-            try:
-                with rpc_errors():
-                    for response in call:
-                        with ledger:
-                            unanswered.answered()
-                        slots.release()
-                        yield from batches.decode(response)
+            with unanswered.attempt(call, ended) as attempt, rpc_errors():
+                for response in call:
+                    with ledger:
+                        unanswered.answered()
+                    slots.release()
+                    yield from batches.decode(response)
                 return
-            except UnavailableError:
-                if (wait := unanswered.backoff()) is None:
-                    raise
-            finally:
-                ended.set()
-                call.cancel()
-            time.sleep(wait)
+            time.sleep(attempt.wait)
 
     @staticmethod
     def _wait_slot(slots: threading.Semaphore, finished: threading.Event) -> bool:

@@ -1,5 +1,6 @@
 """embed_stream across a rolling restart: the replica holding the stream drains (SIGTERM) or dies
-(SIGKILL) mid-stream, and the SDK continues on the other replica with every result once, in order."""
+(SIGKILL) mid-stream, and the SDK continues on the other replica (or on the only one, once it is
+back) with every result once, in order."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from atento.client import AsyncClient, Client, Encoding, UnavailableError
+from atento.client import AsyncClient, Client, Encoding
 
 from tests.servers import ServerProcess, running_server
 
@@ -62,6 +63,8 @@ def test_a_stream_continues_on_another_replica(two_servers: list[ServerProcess],
 
 
 def test_the_async_client_continues_too(two_servers: list[ServerProcess]) -> None:
+    victims: list[ServerProcess] = []
+
     async def run() -> tuple[list[Encoding], np.ndarray]:
         with Client([s.target for s in two_servers]) as blocking:
             expected = reference(blocking)
@@ -76,18 +79,34 @@ def test_the_async_client_continues_too(two_servers: list[ServerProcess]) -> Non
             async for encoding in client.embed_stream(texts(), batch_size=4, max_in_flight=8):
                 streamed.append(encoding)
                 if len(streamed) == 100:
-                    holder(two_servers).process.send_signal(signal.SIGTERM)
+                    victims.append(holder(two_servers))
+                    victims[0].process.send_signal(signal.SIGTERM)
         return streamed, expected
 
     check(*asyncio.run(run()))
+    (survivor,) = [s for s in two_servers if s is not victims[0]]
+    assert survivor.metric("atento_requests_total", method="EmbedStream", code="OK") == 1  # it finished the job
+    assert victims[0].process.wait(60) == 0
 
 
-def test_with_no_replica_left_the_unavailable_stands(tiny_bundle: Path) -> None:
-    with running_server(tiny_bundle) as server, Client(server.target) as client:
-        done = threading.Event()
-        with pytest.raises(UnavailableError):
-            for i, _ in enumerate(client.embed_stream(TEXTS * 20, batch_size=4)):
-                if i == 100 and not done.is_set():
-                    done.set()
-                    server.process.send_signal(signal.SIGTERM)
-        assert server.process.wait(60) == 0
+def test_the_only_replica_restarting_holds_the_stream_until_it_is_back(tiny_bundle: Path) -> None:
+    with contextlib.ExitStack() as stack:
+        first = stack.enter_context(running_server(tiny_bundle))
+        port = first.target.rsplit(":", 1)[1]
+        replaced: list[ServerProcess] = []
+
+        def restart() -> None:  # a rolling restart of a one-pod deployment: drained, then started again
+            assert first.terminate() == 0
+            replaced.append(stack.enter_context(running_server(tiny_bundle, "--port", port)))
+
+        with Client(first.target) as client:
+            expected = reference(client)
+            streamed: list[Encoding] = []
+            restarting = threading.Thread(target=restart)
+            for encoding in client.embed_stream(TEXTS, batch_size=4, max_in_flight=8, timeout=120):
+                streamed.append(encoding)
+                if len(streamed) == 100:
+                    restarting.start()  # the stream waits (wait-for-ready) while no server is up
+            restarting.join()
+        check(streamed, expected)
+        assert replaced[0].metric("atento_requests_total", method="EmbedStream", code="OK") == 1
