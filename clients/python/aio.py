@@ -66,7 +66,8 @@ class AsyncClient(ClientBase):
         **options: Unpack[EmbedOptions],
     ) -> AsyncIterator[Encoding]:
         """Embed any number of texts over one stream, in input order, with bounded memory; a stream
-        that a draining or dying server ends is continued on a new one (see ``resume``)."""
+        that a draining or dying server ends is continued on a new one (see ``resume``); ``timeout``
+        is each stream's deadline. An error the input raises is raised here."""
         batches = calls.StreamBatches(batch_size=batch_size, max_in_flight=max_in_flight, **options)
         source = _requests(batches, texts)
         unanswered = Unanswered(self.connection.retry)
@@ -76,23 +77,31 @@ class AsyncClient(ClientBase):
         async def take_slot(ended: asyncio.Event) -> bool:
             """A slot for the next request, unless the stream ends first (then none is kept)."""
             acquiring, ending = asyncio.ensure_future(slots.acquire()), asyncio.ensure_future(ended.wait())
-            await asyncio.wait((acquiring, ending), return_when=asyncio.FIRST_COMPLETED)
-            ending.cancel()
-            if not ended.is_set():
-                return True
-            if acquiring.done():
-                slots.release()
-            acquiring.cancel()
-            return False
+            try:
+                await asyncio.wait((acquiring, ending), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ending.cancel()
+                if ended.is_set() and acquiring.done() and not acquiring.cancelled():
+                    slots.release()
+                acquiring.cancel()
+            return not ended.is_set()
 
         async def read(number: int) -> None:
             """Read request ``number`` into ``unanswered`` unless a stream already did; a slot is held
             for it (given back if not used). Shielded by the caller: a stream cancelled mid-read must
             not lose what the input gave."""
             async with reading:
-                if unanswered.at(number) is None and (request := await anext(source, None)) is not None:
-                    unanswered.sent(request)
-                    return
+                if unanswered.at(number) is None:
+                    if unanswered.failure is not None:
+                        raise unanswered.failure
+                    try:
+                        request = await anext(source, None)
+                    except Exception as error:
+                        unanswered.failure = error
+                        raise
+                    if request is not None:
+                        unanswered.sent(request)
+                        return
             slots.release()  # already read (by an ended stream), or the input is over
 
         async def requests(ended: asyncio.Event) -> AsyncIterator[pb.EmbedRequest]:

@@ -47,20 +47,33 @@ class Client(ClientBase):
 
         At most ``max_in_flight`` requests of ``batch_size`` texts are outstanding, so memory stays
         bounded however long the input is: the input is read only as results are consumed. A stream
-        that a draining or dying server ends is continued on a new one (see ``resume``).
+        that a draining or dying server ends is continued on a new one (see ``resume``); ``timeout``
+        is each stream's deadline. An error the input raises is raised here.
         """
         batches = calls.StreamBatches(batch_size=batch_size, max_in_flight=max_in_flight, **options)
         source = batches.requests(texts)
         unanswered = Unanswered(self.connection.retry)
         slots = threading.Semaphore(batches.max_in_flight)  # one per unanswered request
-        ledger = threading.Lock()  # the input and ``unanswered``, shared by gRPC's threads and this one
+        ledger = threading.Lock()  # ``unanswered``, shared by gRPC's threads and this one
+        reading = threading.Lock()  # one read of the input at a time; results never wait for it
 
         def read(number: int) -> pb.EmbedRequest | None:
             """Request ``number``, read from the input unless a stream already did; a slot is held for it."""
-            with ledger:
-                if (request := unanswered.at(number)) is None and (request := next(source, None)) is not None:
-                    unanswered.sent(request)
-                    return request
+            with reading:
+                with ledger:
+                    request = unanswered.at(number)
+                if request is None:
+                    if unanswered.failure is not None:
+                        raise unanswered.failure
+                    try:
+                        request = next(source, None)
+                    except Exception as error:
+                        unanswered.failure = error
+                        raise
+                    if request is not None:
+                        with ledger:
+                            unanswered.sent(request)
+                        return request
             slots.release()  # already read (by an ended stream), or the input is over
             return request
 
@@ -91,6 +104,9 @@ class Client(ClientBase):
         while not slots.acquire(timeout=0.1):
             if finished.is_set():  # the reader is gone: stop producing requests
                 return False
+        if finished.is_set():  # the stream ended meanwhile: the slot is the next stream's
+            slots.release()
+            return False
         return True
 
     def tokenize(self, texts: Texts, *, truncate: bool = False, timeout: Timeout = DEFAULT) -> list[TokenizedText]:

@@ -48,6 +48,9 @@ class Unanswered:
         self.first = 0  # the number of the oldest request not answered
         self._requests: deque[pb.EmbedRequest] = deque()  # at most max_in_flight: their slots are held
         self._failures = 0  # streams ended UNAVAILABLE since the last answer
+        # What the input raised, on whichever stream's reader (gRPC only logs an error there): no
+        # more is read from it, and the caller gets it once the stream ends.
+        self.failure: Exception | None = None
 
     @property
     def end(self) -> int:
@@ -87,14 +90,21 @@ class Unanswered:
     def attempt(self, call: Any, ended: threading.Event | asyncio.Event) -> Iterator[Attempt]:
         """Around one stream: however it ends, its request reader is told to stop (``ended``) and the
         call is cancelled. An error that ends it resumably is held back and ``wait`` set; any other
-        error, or one past the retry policy, leaves as it came."""
+        error, or one past the retry policy, leaves as it came, and an error of the input itself
+        (``failure``) leaves in its place: it is the caller's, whichever stream's reader met it."""
         attempt = Attempt()
         try:
             yield attempt
         except AtentoError as error:
-            if not self.resumable(error) or (wait := self.backoff()) is None:
+            if self.failure is None and self.resumable(error) and (wait := self.backoff()) is not None:
+                attempt.wait = wait
+            elif self.failure is None:
                 raise
-            attempt.wait = wait
+        except asyncio.CancelledError:
+            if self.failure is None:  # grpc.aio cancels a call whose input raised: that is the error
+                raise
         finally:
             ended.set()
             call.cancel()
+        if self.failure is not None:
+            raise self.failure

@@ -110,3 +110,58 @@ def test_the_only_replica_restarting_holds_the_stream_until_it_is_back(tiny_bund
             restarting.join()
         check(streamed, expected)
         assert replaced[0].metric("atento_requests_total", method="EmbedStream", code="OK") == 1
+
+
+def test_results_are_not_held_back_by_a_slow_input(tiny_bundle: Path) -> None:
+    """An input that waits for the results already sent (a crawler fed by its own results) is served."""
+    first_results = threading.Event()
+
+    def texts() -> Iterator[str]:
+        yield from TEXTS[:8]
+        assert first_results.wait(30), "results already answered were held back while the input waited"
+        yield from TEXTS[8:16]
+
+    with running_server(tiny_bundle) as server, Client(server.target) as client:
+        streamed = []
+        for encoding in client.embed_stream(texts(), batch_size=4, max_in_flight=8):
+            streamed.append(encoding)
+            if len(streamed) == 8:
+                first_results.set()
+    assert len(streamed) == 16
+
+
+class BrokenInputError(ValueError):
+    pass
+
+
+def failing_after(count: int) -> Iterator[str]:
+    yield from TEXTS[:count]
+    raise BrokenInputError(f"the input broke after {count} texts")
+
+
+def test_an_error_of_the_input_reaches_the_caller_across_a_resume(two_servers: list[ServerProcess]) -> None:
+    streamed = 0
+    with Client([s.target for s in two_servers]) as client, pytest.raises(BrokenInputError, match="after 300"):
+        for _ in client.embed_stream(failing_after(300), batch_size=4, max_in_flight=8):
+            streamed += 1
+            if streamed == 100:
+                holder(two_servers).process.send_signal(signal.SIGTERM)
+    assert 100 <= streamed <= 300  # never a silent, shorter success
+
+
+def test_an_error_of_the_async_input_reaches_the_caller(tiny_bundle: Path) -> None:
+    async def run() -> int:
+        streamed = 0
+        async with AsyncClient(server.target) as client:
+
+            async def texts() -> AsyncIterator[str]:
+                for text in failing_after(50):
+                    yield text
+
+            with pytest.raises(BrokenInputError, match="after 50"):
+                async for _ in client.embed_stream(texts(), batch_size=4):
+                    streamed += 1
+        return streamed
+
+    with running_server(tiny_bundle) as server:
+        assert asyncio.run(run()) <= 50
