@@ -58,26 +58,28 @@ class Streams:
         breaks = len(self.sent) <= self.breaking
         error, answers = self.error, self.answers
 
+        def step(request: pb.EmbedRequest) -> tuple[list[pb.EmbedResponse], grpc.RpcError | None]:
+            """What this stream answers on reading ``request``, and the error that ends it (the third)."""
+            seen.append(request)
+            if breaks and len(seen) == 3:
+                return [answer(r) for r in seen[:answers]], error
+            return ([] if breaks else [answer(request)]), None
+
         class Call:
             def __iter__(self) -> Iterator[pb.EmbedResponse]:
                 for request in requests:
-                    seen.append(request)
-                    if breaks and len(seen) == 3:
-                        for request in seen[:answers]:
-                            yield answer(request)
-                        raise error
-                    if not breaks:
-                        yield answer(request)
+                    responses, ending = step(request)
+                    yield from responses
+                    if ending is not None:
+                        raise ending
 
             async def __aiter__(self) -> AsyncIterator[pb.EmbedResponse]:
                 async for request in requests:
-                    seen.append(request)
-                    if breaks and len(seen) == 3:
-                        for request in seen[:answers]:
-                            yield answer(request)
-                        raise error
-                    if not breaks:
-                        yield answer(request)
+                    responses, ending = step(request)
+                    for response in responses:
+                        yield response
+                    if ending is not None:
+                        raise ending
 
             def cancel(self) -> None:
                 pass
